@@ -1,0 +1,3 @@
+from qwen_lsp.cli import main
+
+raise SystemExit(main())

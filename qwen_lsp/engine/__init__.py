@@ -1,0 +1,15 @@
+"""Model backends behind one small interface (`base.Engine`)."""
+
+from __future__ import annotations
+
+from qwen_lsp.config import Settings
+from qwen_lsp.engine.base import Engine
+
+
+def make_engine(settings: Settings, cli_model: str | None = None) -> Engine:
+    """The backend the settings ask for (today: the in-process model)."""
+    from qwen_lsp.engine.local import LocalEngine, LocalSettings
+    from qwen_lsp.engine.model_pack import resolve_model
+
+    local = LocalSettings(n_ctx=settings.n_ctx, n_threads=settings.n_threads or None)
+    return LocalEngine(local, lambda progress: resolve_model(cli_model, settings.model, progress))

@@ -1,0 +1,267 @@
+"""The in-process backend: llama-cpp-python, owned by one worker thread.
+
+One `Llama` object and one persistent context for the life of the server. Each prompt is
+compared with the tokens already in the KV cache and only the new tail is evaluated, in small
+chunks so that a cancelled request lets go of the model within a chunk (or one generated token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qwen_lsp.engine.base import (
+    Engine,
+    EngineError,
+    EngineState,
+    EngineStatus,
+    Generation,
+    GenerationRequest,
+    ModelUnavailable,
+    StopReason,
+)
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+log = logging.getLogger(__name__)
+
+# Every special token of Qwen2.5: the Instruct GGUF names only <|im_end|> as end of sequence, so
+# FIM output would otherwise run on through <|endoftext|> and <|fim_*|> markers.
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
+
+
+def render_chatml(request: GenerationRequest) -> str:
+    """Qwen's chat format (the template the GGUF carries)."""
+    assert request.messages is not None
+    turns = [f"<|im_start|>{m.role}\n{m.content}<|im_end|>\n" for m in request.messages]
+    return "".join(turns) + "<|im_start|>assistant\n"
+
+
+def longest_common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    model_path: str | None = None  # --model / QWEN_LSP_MODEL / initializationOptions.model
+    n_ctx: int = 4096
+    n_threads: int | None = None  # None: one per core
+    # Tokens per prompt-evaluation step: a cancellation or progress report waits at most this long.
+    prompt_chunk: int = 32
+
+
+@dataclass
+class _Job:
+    request: GenerationRequest
+    generation: Generation
+
+
+class LocalEngine(Engine):
+    def __init__(self, settings: LocalSettings, model_resolver: Callable[..., Path]) -> None:
+        super().__init__()
+        self.settings = settings
+        self._resolve_model = model_resolver
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._llm: Llama | None = None
+        self._stop_token_ids: frozenset[int] = frozenset()
+        self.model_path: Path | None = None
+        self.load_seconds: float | None = None
+        self._failure: ModelUnavailable | None = None
+
+    # -- public ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="qwen-lsp-engine", daemon=True)
+            self._thread.start()
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        on_prompt_progress: Callable[[float], None] | None = None,
+    ) -> Generation:
+        generation = Generation(request, asyncio.get_running_loop(), on_prompt_progress)
+        if self._failure is not None:
+            generation.emit_done(self._failure)
+        else:
+            self.start()
+            self._jobs.put(_Job(request, generation))
+        return generation
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "backend": "local",
+            "model": str(self.model_path) if self.model_path else None,
+            "state": self.status.state.value,
+            "load_seconds": self.load_seconds,
+            "n_ctx": self.settings.n_ctx,
+            "n_threads": self._threads(),
+        }
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+
+    # -- worker thread ---------------------------------------------------------------------------
+    def _threads(self) -> int:
+        return self.settings.n_threads or max(1, os.cpu_count() or 1)
+
+    def _run(self) -> None:
+        try:
+            self._load()
+        except ModelUnavailable as exc:
+            self._failure = exc
+            self._set_status(EngineStatus(EngineState.FAILED, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - any load failure must become a clear error
+            log.exception("model load failed")
+            self._failure = ModelUnavailable(f"Could not load the model: {exc}")
+            self._set_status(EngineStatus(EngineState.FAILED, str(self._failure)))
+        while (job := self._jobs.get()) is not None:
+            if self._failure is not None:
+                job.generation.emit_done(self._failure)
+                continue
+            try:
+                self._serve(job)
+                self.record(job.generation.stats)
+                job.generation.emit_done()
+            except Exception as exc:  # noqa: BLE001 - one bad request must not kill the worker
+                log.exception("generation failed")
+                job.generation.emit_done(exc if isinstance(exc, EngineError) else EngineError(str(exc)))
+
+    def _load(self) -> None:
+        self._set_status(EngineStatus(EngineState.PREPARING, "Preparing the model", 0.0))
+        path = self._resolve_model(
+            lambda f: self._set_status(EngineStatus(EngineState.PREPARING, "Verifying the model", f))
+        )
+        self.model_path = path
+        self._set_status(EngineStatus(EngineState.LOADING, f"Loading {path.name}"))
+        from llama_cpp import Llama  # heavy import, deferred so the server starts at once
+
+        started = time.perf_counter()
+        try:
+            self._llm = Llama(
+                model_path=str(path),
+                n_ctx=self.settings.n_ctx,
+                n_batch=max(self.settings.prompt_chunk, 8),
+                n_threads=self._threads(),
+                n_threads_batch=self._threads(),
+                verbose=False,
+            )
+        except ValueError as exc:  # llama.cpp's "Failed to load model from file"
+            raise ModelUnavailable(f"{path} is not a loadable GGUF model ({exc}).") from exc
+        self.load_seconds = time.perf_counter() - started
+        self._stop_token_ids = self._special_token_ids()
+        self._set_status(EngineStatus(EngineState.READY, f"{path.name} loaded in {self.load_seconds:.1f} s"))
+
+    def _special_token_ids(self) -> frozenset[int]:
+        assert self._llm is not None
+        ids = {self._llm.token_eos()}
+        for text in QWEN_SPECIAL_TOKENS:
+            tokens = self._llm.tokenize(text.encode(), add_bos=False, special=True)
+            if len(tokens) == 1:
+                ids.add(tokens[0])
+        return frozenset(ids)
+
+    def _serve(self, job: _Job) -> None:
+        llm = self._llm
+        assert llm is not None
+        gen, request, stats = job.generation, job.request, job.generation.stats
+        stats.queued_seconds = time.perf_counter() - gen.created
+        if gen.should_stop():
+            stats.stop_reason = StopReason.CANCELLED
+            return
+
+        prompt = request.prompt if request.prompt is not None else render_chatml(request)
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) + request.max_tokens > self.settings.n_ctx:
+            raise EngineError(
+                f"Prompt of {len(tokens)} tokens plus {request.max_tokens} to generate does not fit "
+                f"the context of {self.settings.n_ctx} tokens."
+            )
+        stats.prompt_tokens = len(tokens)
+
+        # KV reuse: keep what the cache already holds of this prompt. At least one token is
+        # evaluated so that fresh logits exist to sample from.
+        cached = list(llm.input_ids[: llm.n_tokens])
+        reuse = min(longest_common_prefix(cached, tokens), len(tokens) - 1)
+        stats.reused_tokens = reuse
+        llm.n_tokens = reuse  # Llama.eval drops the KV cache past n_tokens
+
+        started = time.perf_counter()
+        tail = tokens[reuse:]
+        chunk = self.settings.prompt_chunk
+        for i in range(0, len(tail), chunk):
+            if gen.should_stop():
+                stats.prompt_seconds = time.perf_counter() - started
+                stats.stop_reason = StopReason.CANCELLED
+                return
+            llm.eval(tail[i : i + chunk])
+            stats.evaluated_tokens += len(tail[i : i + chunk])
+            gen.emit_prompt_progress(min(1.0, (i + chunk) / len(tail)))
+        stats.prompt_seconds = time.perf_counter() - started
+
+        self._sample_loop(llm, gen, request)
+
+    def _sample_loop(self, llm: Llama, gen: Generation, request: GenerationRequest) -> None:
+        stats = gen.stats
+        started = time.perf_counter()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = ""  # everything generated so far
+        emitted = 0  # how much of `text` the consumer has
+        holdback = max((len(s) for s in request.stop), default=0)
+        deadline = started + request.max_generation_time if request.max_generation_time else None
+
+        def finish(reason: StopReason, end: int | None = None) -> None:
+            gen.emit_text(text[emitted : len(text) if end is None else end])
+            stats.stop_reason = reason
+            stats.generation_seconds = time.perf_counter() - started
+
+        if request.max_tokens <= 0:  # a warm-up: the prompt is now in the KV cache
+            return finish(StopReason.LENGTH)
+        while True:
+            if gen.should_stop():
+                return finish(StopReason.CANCELLED)
+            token = llm.sample(temp=0.0, repeat_penalty=1.0)
+            if token in self._stop_token_ids:
+                return finish(StopReason.STOP)
+            stats.generated_tokens += 1
+            text += decoder.decode(llm.detokenize([token]))
+            # Search only where a stop string could newly appear.
+            search_from = max(0, emitted - holdback)
+            hits = [i for s in request.stop if (i := text.find(s, search_from)) >= 0]
+            if hits:
+                return finish(StopReason.STOP, min(hits))
+            safe = len(text) - holdback if request.stop else len(text)
+            if safe > emitted:
+                gen.emit_text(text[emitted:safe])
+                emitted = safe
+            if stats.generated_tokens >= request.max_tokens:
+                return finish(StopReason.LENGTH)
+            if deadline is not None and time.perf_counter() > deadline:
+                return finish(StopReason.TIME)
+            llm.eval([token])

@@ -1,0 +1,117 @@
+"""Shared fixtures: the real bundled model and a real client (pytest-lsp) with an editor's
+capability profile, talking to `python -m qwen_lsp` over stdio."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types as lsp
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from qwen_lsp.engine.model_pack import bundled_model
+
+SERVER = [sys.executable, "-m", "qwen_lsp", "serve"]
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    """The real bundled model, assembled and verified once (into the user's cache)."""
+    return bundled_model()
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "QWEN_LSP_MODEL"}
+    env.update(extra)
+    return env
+
+
+async def start_client(
+    capabilities: lsp.ClientCapabilities,
+    env: dict[str, str],
+    initialization_options: dict[str, object] | None = None,
+) -> LanguageClient:
+    client = await ClientServerConfig(server_command=SERVER, server_env=env).start()
+    await client.initialize_session(
+        lsp.InitializeParams(
+            capabilities=capabilities,
+            initialization_options=initialization_options or {},
+            process_id=os.getpid(),
+        )
+    )
+    return client
+
+
+ClientFactory = Callable[..., "AsyncIterator[LanguageClient]"]
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[Callable[..., object]]:
+    """Start servers on demand: `await make_client(profile="neovim", env=..., options=...)`."""
+    started: list[LanguageClient] = []
+
+    async def factory(
+        profile: str = "neovim@v0.11.0",
+        env: dict[str, str] | None = None,
+        options: dict[str, object] | None = None,
+        capabilities: lsp.ClientCapabilities | None = None,
+    ) -> LanguageClient:
+        client = await start_client(capabilities or client_capabilities(profile), env or server_env(), options)
+        started.append(client)
+        return client
+
+    yield factory
+    for client in started:
+        try:
+            await client.shutdown_session()
+        except Exception:  # noqa: BLE001 - a test may have killed its server on purpose
+            await client.stop()
+
+
+@pytest.fixture
+async def client(model_path: Path, make_client: Callable[..., object]) -> LanguageClient:
+    """A Neovim-profile client on a server running the real model."""
+    return await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)))  # type: ignore[misc]
+
+
+def open_doc(client: LanguageClient, path: str, text: str, version: int = 1) -> str:
+    uri = Path(path).resolve().as_uri() if not path.startswith("file:") else path
+    client.text_document_did_open(
+        lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="python", version=version, text=text))
+    )
+    return uri
+
+
+def position_of(text: str, marker: str, encoding: str = "utf-16") -> lsp.Position:
+    """Position just after the first `marker` in `text`, in the given encoding's units."""
+    offset = text.index(marker) + len(marker)
+    line = text.count("\n", 0, offset)
+    line_start = text.rfind("\n", 0, offset) + 1
+    before = text[line_start:offset]
+    if encoding == "utf-8":
+        column = len(before.encode("utf-8"))
+    elif encoding == "utf-32":
+        column = len(before)
+    else:
+        column = len(before.encode("utf-16-le")) // 2
+    return lsp.Position(line, column)
+
+
+__all__ = ["pytest_lsp", "open_doc", "position_of", "server_env"]
+
+
+def plain(value: object) -> object:
+    """pygls hands unknown JSON objects over as named tuples; turn them back into dicts."""
+    if hasattr(value, "_asdict"):
+        return {k: plain(v) for k, v in value._asdict().items()}  # type: ignore[attr-defined]
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+async def server_status(client: LanguageClient) -> dict[str, object]:
+    return plain(await client.protocol.send_request_async("qwen/status", {}))  # type: ignore[return-value]
