@@ -12,13 +12,12 @@ from typing import Any
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
-from pygls.protocol.language_server import lsp_method
 
 from qwen_lsp import __version__, completion, explain, fix
 from qwen_lsp.config import Settings, parse_settings
 from qwen_lsp.documents import Document, Documents
 from qwen_lsp.engine.base import Engine, EngineError, EngineState, EngineStatus
+from qwen_lsp.protocol import QwenProtocol
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +34,6 @@ class RequestFailed(JsonRpcException):
     """LSP's RequestFailed: the request was valid but could not be served (e.g. no model)."""
 
     CODE = -32803
-
-
-class QwenProtocol(LanguageServerProtocol):
-    """Runs `workspace/executeCommand` as the task of its own request, with the whole params.
-
-    pygls' built-in runs a command under a fresh id that `$/cancelRequest` cannot reach, and drops
-    the request's `workDoneToken`; a streaming, cancellable explain needs both.
-    """
-
-    @lsp_method(lsp.WORKSPACE_EXECUTE_COMMAND)
-    async def lsp_workspace__execute_command(self, params: lsp.ExecuteCommandParams) -> Any:
-        handler = self.fm.commands.get(params.command)
-        if handler is None:
-            raise JsonRpcInvalidParams(f"unknown command {params.command!r}")
-        return await handler(params)
 
 
 class QwenLanguageServer(LanguageServer):
