@@ -13,7 +13,7 @@ from typing import Any
 
 from lsprotocol import types as lsp
 
-from qwen_lsp import __version__
+from qwen_lsp import __version__, privacy
 
 log = logging.getLogger("qwen_lsp")
 
@@ -62,22 +62,41 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--write", action="store_true", help="apply the fix to the file")
 
     commands.add_parser("doctor", help="show the model, its hash, load time and speed on this machine")
+    add_backend_flags(parser, default=None)
+    for command in commands.choices.values():  # accepted after the command too
+        add_backend_flags(command, default=argparse.SUPPRESS)
     return parser
+
+
+def add_backend_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    group = parser.add_argument_group("model backend")
+    group.add_argument("--backend", choices=["local", "openai"], default=default, help="run the model in-process (local, the default) or use an OpenAI-compatible server")
+    group.add_argument("--endpoint", metavar="URL", default=default, help="the server's base URL, e.g. http://gpu-box:8080/v1 (API key: QWEN_LSP_API_KEY)")
+    group.add_argument("--model-name", metavar="NAME", default=default, help="the model to ask the server for (default: the first it lists)")
+
+
+def backend_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The backend flags given on the command line; they override the editor's settings."""
+    names = ("backend", "endpoint", "model_name")
+    return {name: value for name in names if (value := getattr(args, name, None)) is not None}
 
 
 def configure_logging(level: str, log_file: str | None) -> None:
     handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    privacy.protect(handler, level)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
 
 
-def make_server(model: str | None) -> Any:
+def make_server(model: str | None, backend: dict[str, str] | None = None) -> Any:
+    import attrs
+
     from qwen_lsp.engine import make_engine
     from qwen_lsp.server import create_server
 
-    return create_server(lambda settings: make_engine(settings, model))
+    return create_server(lambda settings: make_engine(attrs.evolve(settings, **(backend or {})), model))
 
 
 class TerminalProgress:
@@ -128,7 +147,7 @@ async def run_complete(args: argparse.Namespace) -> int:
     from qwen_lsp.client import InProcessClient
 
     path, (line, column) = _parse_location(args.location, 2)
-    async with InProcessClient(make_server(args.model)) as session:
+    async with InProcessClient(make_server(args.model, backend_settings(args))) as session:
         session.on_progress = TerminalProgress()
         uri = session.open(path)
         result = await session.client.text_document_inline_completion_async(
@@ -155,7 +174,7 @@ async def run_explain(args: argparse.Namespace) -> int:
     line_count = max(1, len(text.splitlines()))
     first, last = lines or (1, line_count)
     last = min(last, line_count)
-    async with InProcessClient(make_server(args.model)) as session:
+    async with InProcessClient(make_server(args.model, backend_settings(args))) as session:
         progress = TerminalProgress()
         session.on_progress = progress
         uri = session.open(path)
@@ -177,7 +196,7 @@ async def run_fix(args: argparse.Namespace) -> int:
     from qwen_lsp.client import InProcessClient
 
     path, (line,) = _parse_location(args.location, 1)
-    async with InProcessClient(make_server(args.model)) as session:
+    async with InProcessClient(make_server(args.model, backend_settings(args))) as session:
         session.on_progress = TerminalProgress()
         uri = session.open(path)
         diagnostics = [d for d in await session.wait_for_diagnostics(uri) if d.range.start.line <= line - 1 <= d.range.end.line]
@@ -231,7 +250,7 @@ async def run_doctor(args: argparse.Namespace) -> int:
     from qwen_lsp.engine.base import EngineState, GenerationRequest
     from qwen_lsp.engine.model_pack import sha256_of
 
-    engine = make_engine(Settings(), args.model)
+    engine = make_engine(Settings(**backend_settings(args)), args.model)
     progress = TerminalProgress()
     ready_at: list[float] = []
 
@@ -258,6 +277,11 @@ async def run_doctor(args: argparse.Namespace) -> int:
     prompt = generation.stats
     gen = engine.generate(GenerationRequest(prompt="<|im_start|>user\nWrite a long Python class for a bank account.<|im_end|>\n<|im_start|>assistant\n", max_tokens=64))
     await gen.complete()
+    if info["backend"] == "openai":
+        print(f"qwen-lsp {__version__}\nendpoint: {info['endpoint']}\nmodel: {info['model']}\nAPI key: {info['api_key']}")
+        print(f"first token: {gen.stats.prompt_seconds:.2f} s; generation: {gen.stats.generated_tokens / max(gen.stats.generation_seconds, 1e-9):.1f} tokens/s")
+        engine.close()
+        return 0
     model_path = Path(str(info["model"]))
     print(f"qwen-lsp {__version__}")
     print(f"model: {model_path}")
@@ -277,13 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_file)
     command = args.command or "serve"
     if command == "serve":
-        server = make_server(args.model)
+        server = make_server(args.model, backend_settings(args))
         if getattr(args, "tcp", None):
             host, _, port = args.tcp.rpartition(":")
-            server.start_tcp(host or "127.0.0.1", int(port))
-        else:
-            server.start_io()
-        return 0
+            return server.start_tcp(host or "127.0.0.1", int(port))
+        return server.start_io()  # 1 when the client sent `exit` without `shutdown`
     runner = {"complete": run_complete, "explain": run_explain, "fix": run_fix, "doctor": run_doctor}[command]
     try:
         return asyncio.run(runner(args))

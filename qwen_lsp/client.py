@@ -76,6 +76,15 @@ class InProcessClient:
                 capabilities=lsp.ClientCapabilities(
                     general=lsp.GeneralClientCapabilities(position_encodings=[lsp.PositionEncodingKind.Utf32]),
                     window=lsp.WindowClientCapabilities(work_done_progress=True),
+                    # `fix` resolves quick fixes into versioned edits, as an editor would.
+                    text_document=lsp.TextDocumentClientCapabilities(
+                        code_action=lsp.CodeActionClientCapabilities(
+                            data_support=True, resolve_support=lsp.ClientCodeActionResolveOptions(properties=["edit"])
+                        )
+                    ),
+                    workspace=lsp.WorkspaceClientCapabilities(
+                        workspace_edit=lsp.WorkspaceEditClientCapabilities(document_changes=True)
+                    ),
                 ),
                 initialization_options=self.initialization_options,
                 process_id=os.getpid(),

@@ -1,20 +1,27 @@
-"""Code completion: fill-in-the-middle at the cursor.
+"""Code completion: fill-in-the-middle at the cursor, answered from the cache when possible.
 
-Takes a document and a cursor, asks the engine for the middle, and returns a suggestion that
-inserts at the cursor. (The smarter context, cache and post-processing build on this.)
+A request first asks the syntax tree whether to complete anything (and whether a line or a block),
+then the cache (exact place, or a suggestion being typed through), then the generation in flight
+for this document (re-attached if the new prefix extends it, superseded otherwise), and only then
+the model, with a prompt laid out for KV reuse (see context.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from qwen_lsp import prompts
+from qwen_lsp import context, postprocess, prompts
+from qwen_lsp.cache import Flight, SuggestionCache
 from qwen_lsp.config import Settings
+from qwen_lsp.context import Context, Mode
 from qwen_lsp.documents import Document
 from qwen_lsp.engine.base import Engine, GenerationRequest
 
-LINES_BEFORE = 60
-LINES_AFTER = 20
+# An edit inserting at most this much is typing (a keystroke, or Enter with its indentation).
+TYPED_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -23,26 +30,83 @@ class Suggestion:
     offset: int
 
 
-def fim_prompt(prefix: str, suffix: str) -> str:
-    return prompts.render("fim.txt", prefix=prefix, suffix=suffix)
+def fim_prompt(ctx: Context) -> prompts.Prompt:
+    """The prompt ends at the cursor (see context.py), so it also serves to warm the KV cache."""
+    return prompts.render("fim.txt", header=ctx.header, prefix=ctx.prefix, suffix=ctx.suffix, middle=ctx.middle)
 
 
-def window(doc: Document, offset: int) -> tuple[str, str]:
-    line, _ = doc.position_at(offset)
-    start = doc.offset_at(max(0, line - LINES_BEFORE), 0)
-    end = doc.offset_at(min(doc.line_count - 1, line + LINES_AFTER) + 1, 0)
-    return doc.text[start:offset], doc.text[offset:end]
+class Completer:
+    """Completion for one session: its cache and, per document, the generation in flight."""
 
+    def __init__(self, engine: Callable[[], Engine]) -> None:
+        self._engine = engine
+        self.cache = SuggestionCache()
+        self._flights: dict[str, Flight] = {}
+        self._warming: Flight | None = None
+        self._requests: dict[str, int] = {}  # newest request number per document (debounce)
 
-async def suggest(engine: Engine, settings: Settings, doc: Document, offset: int) -> Suggestion | None:
-    prefix, suffix = window(doc, offset)
-    request = GenerationRequest(
-        prompt=fim_prompt(prefix, suffix),
-        max_tokens=settings.completion_max_tokens,
-        stop=("\n",),
-    )
-    async with engine.generate(request) as generation:
-        text = (await generation.complete()).rstrip()
-    if not text.strip():
-        return None
-    return Suggestion(text, offset)
+    async def suggest(self, settings: Settings, doc: Document, offset: int) -> Suggestion | None:
+        ctx = context.build(doc, offset, settings.completion_context_tokens)
+        if ctx.mode is Mode.NOTHING:
+            return None
+        before, after = doc.text[:offset], doc.text[offset:]
+        cached = self.cache.get(before, after)
+        if cached is not None:
+            return Suggestion(cached, offset)
+
+        flight = self._flights.get(doc.uri)
+        if flight is not None and not flight.done:
+            typed = flight.typed_since(before, after)
+            if typed is None:
+                flight.supersede()
+            else:
+                text = await flight.result()
+                if text is not None and text.startswith(typed):
+                    cleaned = postprocess.clean(text[len(typed) :], ctx)
+                    return Suggestion(cleaned, offset) if cleaned else None
+                # It went another way than the user: ask the model afresh.
+
+        number = self._requests[doc.uri] = self._requests.get(doc.uri, 0) + 1
+        if settings.debounce_ms > 0:
+            await asyncio.sleep(settings.debounce_ms / 1000)
+            if self._requests[doc.uri] != number:
+                return None  # a newer request from this document takes over
+        cleaned = await self._generate(settings, doc.uri, ctx, before, after)
+        if cleaned is not None:
+            self.cache.put(before, after, cleaned)
+        return Suggestion(cleaned, offset) if cleaned else None
+
+    def warm(self, settings: Settings, doc: Document, offset: int) -> None:
+        """After an edit, evaluate the prompt up to the cursor while the engine is idle, so the
+        request that follows (now or after a pause) only pays for what comes after it."""
+        busy = [*self._flights.values(), *([self._warming] if self._warming else [])]
+        if not settings.enable_completion or any(not flight.done for flight in busy):
+            return
+        ctx = context.build(doc, offset, settings.completion_context_tokens)
+        if ctx.mode is Mode.NOTHING or self.cache.get(doc.text[:offset], doc.text[offset:]) is not None:
+            return
+        request = GenerationRequest(prompt=fim_prompt(ctx), max_tokens=0)
+        self._warming = Flight(self._engine().generate(request), doc.text[:offset], doc.text[offset:], lambda _: False)
+
+    async def _generate(self, settings: Settings, uri: str, ctx: Context, before: str, after: str) -> str | None:
+        text = await self._start(settings, uri, ctx, before, after).result()
+        if text is None:
+            return None
+        indent = postprocess.missing_indent(text, ctx)
+        if indent is not None:
+            # Ask again as an auto-indenting editor would have placed the cursor (the prompt
+            # only grows by the indentation, so this costs a few tokens, not the window).
+            indented = dataclasses.replace(ctx, middle=ctx.middle + indent, line_prefix=indent)
+            again = await self._start(settings, uri, indented, before + indent, after).result()
+            return indent + cleaned if again and (cleaned := postprocess.clean(again, indented)) else None
+        return postprocess.clean(text, ctx)
+
+    def _start(self, settings: Settings, uri: str, ctx: Context, before: str, after: str) -> Flight:
+        request = GenerationRequest(
+            prompt=fim_prompt(ctx),
+            max_tokens=settings.completion_max_tokens,  # with the stop rules, bounds the wait
+        )
+        generation = self._engine().generate(request)
+        flight = Flight(generation, before, after, lambda text: postprocess.end_of_suggestion(text, ctx) is not None)
+        self._flights[uri] = flight
+        return flight

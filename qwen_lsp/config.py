@@ -23,6 +23,14 @@ class Settings:
     n_ctx: int = 4096
     # Threads for llama.cpp; 0 means one per core.
     n_threads: int = 0
+    # Where the model runs: "local" (in-process, the fastest on one machine) or "openai" (a
+    # server speaking the OpenAI-compatible API: llama-server, vLLM, Ollama). The API key, if the
+    # server needs one, comes only from the QWEN_LSP_API_KEY environment variable.
+    backend: str = "local"
+    # The remote server's base URL, ending in /v1; empty means llama-server's default address.
+    endpoint: str = ""
+    # The model to ask the remote server for; empty means the first one it lists.
+    model_name: str = ""
     # Completion suggestions on or off.
     enable_completion: bool = True
     # Most tokens a completion may generate. Generation runs ~30 ms a token on 2 cores.
@@ -38,6 +46,9 @@ class Settings:
 
 
 attrs.resolve_types(Settings)
+
+# Settings with a closed set of values; anything else falls back to the default.
+CHOICES: dict[str, tuple[object, ...]] = {"backend": ("local", "openai")}
 
 
 def _fits(value: Any, kind: type) -> bool:
@@ -57,10 +68,12 @@ def parse_settings(raw: Any, base: Settings | None = None) -> Settings:
         for key in (field.name, _camel(field.name)):
             if key not in raw:
                 continue
-            if _fits(raw[key], field.type):
-                values[field.name] = raw[key]
-            else:
+            if not _fits(raw[key], field.type):
                 log.warning("ignoring setting %s=%r: not a %s", key, raw[key], field.type.__name__)
+            elif raw[key] not in CHOICES.get(field.name, (raw[key],)):
+                log.warning("ignoring setting %s=%r: not one of %s", key, raw[key], CHOICES[field.name])
+            else:
+                values[field.name] = raw[key]
     return Settings(**values)
 
 

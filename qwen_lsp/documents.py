@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import importlib
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import PurePosixPath
@@ -17,6 +18,8 @@ from pathlib import PurePosixPath
 from tree_sitter import Language, Parser, Point, Tree
 
 log = logging.getLogger(__name__)
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 # Files above this size are kept as text only: parsing megabytes on every keystroke would stall.
 MAX_PARSE_BYTES = 2_000_000
@@ -68,15 +71,30 @@ def _units(text: str, encoding: str) -> int:
 
 
 def _column_to_index(line: str, column: int, encoding: str) -> int:
-    """Index into `line` of a column given in code units, clamped to the line."""
+    """Index into `line` of a column given in code units, clamped to the line. A column inside a
+    character (half a surrogate pair, part of a UTF-8 sequence) means that character's start.
+    Works on the encoded line, so a megabyte-long line costs one encode, not a Python loop."""
+    column = max(0, column)
     if encoding == PositionEncoding.UTF32 or line.isascii():
-        return max(0, min(column, len(line)))
-    units = 0
-    for index, char in enumerate(line):
-        if units >= column:
-            return index
-        units += _units(char, encoding)
-    return len(line)
+        return min(column, len(line))
+    if encoding == PositionEncoding.UTF8:
+        data = line.encode("utf-8", "surrogatepass")[:column]
+        lead = len(data) - 1
+        while lead > 0 and data[lead] & 0xC0 == 0x80:  # continuation bytes: 0b10xxxxxx
+            lead -= 1
+        if lead >= 0 and lead + _utf8_length(data[lead]) > len(data):
+            data = data[:lead]
+        return len(data.decode("utf-8", "surrogatepass"))
+    whole = line.encode("utf-16-le", "surrogatepass")
+    data = whole[: 2 * column]
+    following = whole[len(data) + 1 : len(data) + 2]  # high byte of the next unit (little-endian)
+    if len(data) >= 2 and 0xD8 <= data[-1] <= 0xDB and following and 0xDC <= following[0] <= 0xDF:
+        data = data[:-2]  # the high half of a pair whose low half lies past the column
+    return len(data.decode("utf-16-le", "surrogatepass"))
+
+
+def _utf8_length(lead: int) -> int:
+    return 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
 
 
 @dataclass
@@ -99,6 +117,9 @@ class Document:
 
     # -- positions ------------------------------------------------------------------------------
     def _index_lines(self) -> None:
+        if "\r" in self.text:  # LSP counts "\r\n", "\n" and a lone "\r" as line ends
+            self._line_starts = [0, *(m.end() for m in _LINE_END.finditer(self.text))]
+            return
         starts = [0]
         find = self.text.find
         i = find("\n")
@@ -112,9 +133,10 @@ class Document:
         return len(self._line_starts)
 
     def line(self, number: int) -> str:
+        """Line `number` without its line end."""
         start = self._line_starts[number]
-        end = self._line_starts[number + 1] - 1 if number + 1 < len(self._line_starts) else len(self.text)
-        return self.text[start:end].removesuffix("\r")
+        end = self._line_starts[number + 1] if number + 1 < len(self._line_starts) else len(self.text)
+        return self.text[start:end].rstrip("\r\n")
 
     def offset_at(self, line: int, column: int) -> int:
         """Character offset of a client position, clamped into the document (the spec says a
@@ -136,13 +158,16 @@ class Document:
         return len(self.text[:offset].encode("utf-8", "surrogatepass"))
 
     def _point(self, offset: int) -> Point:
-        line = bisect.bisect_right(self._line_starts, offset) - 1
-        start = self._line_starts[line]
-        return Point(line, len(self.text[start:offset].encode("utf-8", "surrogatepass")))
+        # tree-sitter counts rows at "\n" only, whatever the client's line ends.
+        row = self.text.count("\n", 0, offset)
+        start = self.text.rfind("\n", 0, offset) + 1
+        return Point(row, len(self.text[start:offset].encode("utf-8", "surrogatepass")))
 
     # -- edits ----------------------------------------------------------------------------------
     def replace(self, start: int, end: int, new_text: str) -> None:
-        """Replace text[start:end] (character offsets) and keep the tree current."""
+        """Replace text[start:end] (character offsets, clamped into the text) and keep the tree
+        current."""
+        start, end = sorted((max(0, min(start, len(self.text))), max(0, min(end, len(self.text)))))
         if self.tree is not None:
             start_byte = self.byte_offset(start)
             old_end_byte = start_byte + len(self.text[start:end].encode("utf-8", "surrogatepass"))
@@ -159,6 +184,7 @@ class Document:
                 old_end_point=old_end_point,
                 new_end_point=self._point(new_end),
             )
+        if self._parser is not None:  # also parses afresh a file that shrank below the limit
             self._reparse(self.tree)
 
     def replace_all(self, text: str) -> None:

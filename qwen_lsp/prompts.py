@@ -20,5 +20,39 @@ def template(name: str) -> Template:
     raise FileNotFoundError(f"prompt template {name!r} is missing from {_PACKAGED} and {_SOURCE}")
 
 
-def render(name: str, **values: object) -> str:
-    return template(name).substitute({k: str(v) for k, v in values.items()})
+class Prompt(str):
+    """A rendered template that remembers where the filled-in values lie (`user_spans`).
+
+    The values are the user's code: a backend must read special tokens such as `<|im_end|>` or
+    `<|fim_middle|>` only in the template's own text, never in theirs. Any string operation on a
+    Prompt gives a plain str without spans, which backends treat as template text throughout.
+    """
+
+    user_spans: tuple[tuple[int, int], ...] = ()
+
+
+def render(name: str, **values: object) -> Prompt:
+    pattern = template(name)
+    pieces: list[str] = []
+    spans: list[tuple[int, int]] = []
+    length = 0
+    last = 0
+    text = pattern.template
+    for match in pattern.pattern.finditer(text):
+        pieces.append(text[last : match.start()])
+        length += match.start() - last
+        last = match.end()
+        key = match.group("named") or match.group("braced")
+        if match.group("escaped") is not None:
+            piece = pattern.delimiter
+        elif key is not None:
+            piece = str(values[key])
+            spans.append((length, length + len(piece)))
+        else:
+            raise ValueError(f"invalid placeholder in prompt template {name!r} at {match.start()}")
+        pieces.append(piece)
+        length += len(piece)
+    pieces.append(text[last:])
+    prompt = Prompt("".join(pieces))
+    prompt.user_spans = tuple(spans)
+    return prompt

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
-from qwen_lsp import __version__, completion, explain, fix
+from qwen_lsp import __version__, completion, diagnostics, explain, fix, transport, watchdog
 from qwen_lsp.config import Settings, parse_settings
 from qwen_lsp.documents import Document, Documents
 from qwen_lsp.engine.base import Engine, EngineError, EngineState, EngineStatus
@@ -50,6 +51,22 @@ class QwenLanguageServer(LanguageServer):
         self._engine: Engine | None = None
         self._explain_tokens: dict[lsp.ProgressToken, asyncio.Task[Any]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._reported_errors: set[str] = set()
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        # pygls shows every failure outside a request as a message; one failing on each
+        # keystroke would bury the editor in pop-ups. Each distinct error is shown once.
+        key = f"{type(error).__name__}: {error}"
+        if key not in self._reported_errors:
+            self._reported_errors.add(key)
+            super().report_server_error(error, source)
+
+    # -- transport: our reader survives broken frames (see transport.py) -------------------------
+    def start_io(self, stdin: Any = None, stdout: Any = None) -> int:  # type: ignore[override]
+        return transport.serve_io(self, stdin, stdout)
+
+    def start_tcp(self, host: str, port: int) -> int:  # type: ignore[override]
+        return transport.serve_tcp(self, host, port)
 
     # -- engine ----------------------------------------------------------------------------------
     @property
@@ -117,9 +134,10 @@ class QwenLanguageServer(LanguageServer):
         return doc
 
     def publish_syntax_diagnostics(self, doc: Document) -> None:
-        diagnostics = [to_diagnostic(doc, p) for p in fix.syntax_problems(doc)]
+        problems = diagnostics.syntax_problems(doc.text, doc.tree, doc.language_id)
+        published = [to_diagnostic(doc, p) for p in problems]
         self.text_document_publish_diagnostics(
-            lsp.PublishDiagnosticsParams(uri=doc.uri, version=doc.version, diagnostics=diagnostics)
+            lsp.PublishDiagnosticsParams(uri=doc.uri, version=doc.version, diagnostics=published)
         )
 
 
@@ -139,13 +157,23 @@ def offsets(doc: Document, rng: lsp.Range) -> tuple[int, int]:
     return min(start, end), max(start, end)
 
 
-def to_diagnostic(doc: Document, problem: fix.Problem) -> lsp.Diagnostic:
+def to_diagnostic(doc: Document, problem: diagnostics.Problem) -> lsp.Diagnostic:
     return lsp.Diagnostic(
         range=to_range(doc, problem.start, problem.end),
         message=problem.message,
         severity=lsp.DiagnosticSeverity.Error,
         source=SOURCE,
     )
+
+
+def process_figures(ls: QwenLanguageServer) -> dict[str, int]:
+    """What a long-running server must not accumulate (the soak test watches these)."""
+    return {
+        "tasks": len(asyncio.all_tasks()),
+        "threads": threading.active_count(),
+        "pending_requests": len(ls.protocol._request_futures),
+        "open_documents": len(ls.documents),
+    }
 
 
 def engine_errors_as_lsp(error: EngineError) -> RequestFailed:
@@ -158,6 +186,7 @@ def create_server(engine_factory: EngineFactory) -> QwenLanguageServer:
     @server.feature(lsp.INITIALIZE)
     def initialize(ls: QwenLanguageServer, params: lsp.InitializeParams) -> None:
         ls.settings = parse_settings(params.initialization_options)
+        watchdog.watch_parent(params.process_id)
         encoding = ls.workspace.position_encoding
         ls.documents.encoding = str(getattr(encoding, "value", encoding) or "utf-16")
 
@@ -188,6 +217,11 @@ def create_server(engine_factory: EngineFactory) -> QwenLanguageServer:
         if doc is None:
             log.warning("change to a document that is not open: %s", params.text_document.uri)
             return
+        if params.text_document.version <= doc.version:
+            # Versions strictly increase; an older one is a replayed or stale change, and its
+            # deltas applied to the current text would corrupt it.
+            log.warning("ignored a change to %s: version %d is not after %d", doc.uri, params.text_document.version, doc.version)
+            return
         for change in params.content_changes:
             if isinstance(change, lsp.TextDocumentContentChangePartial):
                 start, end = offsets(doc, change.range)
@@ -196,18 +230,24 @@ def create_server(engine_factory: EngineFactory) -> QwenLanguageServer:
                 doc.replace_all(change.text)
         doc.version = params.text_document.version
         ls.publish_syntax_diagnostics(doc)
+        last = params.content_changes[-1] if params.content_changes else None
+        if isinstance(last, lsp.TextDocumentContentChangePartial) and len(last.text) <= completion.TYPED_CHARS:
+            # Typing: let the engine read the new prefix while the user goes on.
+            completer.warm(ls.settings, doc, doc.offset_at(last.range.start.line, last.range.start.character) + len(last.text))
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: QwenLanguageServer, params: lsp.DidCloseTextDocumentParams) -> None:
         ls.documents.close(params.text_document.uri)
 
     # -- completion ------------------------------------------------------------------------------
+    completer = completion.Completer(lambda: server.engine)
+
     async def suggest(ls: QwenLanguageServer, uri: str, position: lsp.Position) -> tuple[Document, completion.Suggestion | None]:
         doc = ls.document(uri)
         if not ls.settings.enable_completion:
             return doc, None
         try:
-            return doc, await completion.suggest(ls.engine, ls.settings, doc, doc.offset_at(position.line, position.character))
+            return doc, await completer.suggest(ls.settings, doc, doc.offset_at(position.line, position.character))
         except EngineError as exc:
             raise engine_errors_as_lsp(exc) from exc
 
@@ -237,7 +277,20 @@ def create_server(engine_factory: EngineFactory) -> QwenLanguageServer:
         )
         return lsp.CompletionList(is_incomplete=True, items=[item])
 
-    # -- explain ---------------------------------------------------------------------------------
+    # -- explain and fix --------------------------------------------------------------------------
+    def client_resolves_edits(ls: QwenLanguageServer) -> bool:
+        text_document = ls.client_capabilities.text_document
+        support = text_document.code_action.resolve_support if text_document and text_document.code_action else None
+        return bool(support and "edit" in support.properties)
+
+    def client_takes_document_changes(ls: QwenLanguageServer) -> bool:
+        workspace = ls.client_capabilities.workspace
+        return bool(workspace and workspace.workspace_edit and workspace.workspace_edit.document_changes)
+
+    def wanted(params: lsp.CodeActionParams, kind: lsp.CodeActionKind) -> bool:
+        only = params.context.only
+        return not only or any(kind == k or kind.value.startswith(f"{k.value}.") for k in only)
+
     @server.feature(
         lsp.TEXT_DOCUMENT_CODE_ACTION,
         lsp.CodeActionOptions(
@@ -246,81 +299,122 @@ def create_server(engine_factory: EngineFactory) -> QwenLanguageServer:
         ),
     )
     def code_action(ls: QwenLanguageServer, params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
+        """Explain the selection (or the function at the cursor), and one quick fix per
+        diagnostic. Nothing here runs the model: fixes are written in codeAction/resolve, or by
+        the `qwen.fix` command for clients that cannot resolve an edit."""
         doc = ls.document(params.text_document.uri)
         actions = []
         start, end = offsets(doc, params.range)
-        if end > start:
-            arguments = [{"textDocument": {"uri": doc.uri}, "range": ls.protocol._converter.unstructure(params.range)}]
+        target = explain.target(doc, start, end) if wanted(params, lsp.CodeActionKind.Empty) else None
+        if target is not None:
+            title = "Explain with Qwen" if target.label == "selection" else f"Explain {target.label} with Qwen"
+            arguments = [{"textDocument": {"uri": doc.uri}, "range": ls.protocol._converter.unstructure(to_range(doc, target.start, target.end))}]
             actions.append(
                 lsp.CodeAction(
-                    title="Explain with Qwen",
+                    title=title,
                     kind=lsp.CodeActionKind.Empty,
-                    command=lsp.Command(title="Explain with Qwen", command=EXPLAIN_COMMAND, arguments=arguments),
+                    command=lsp.Command(title=title, command=EXPLAIN_COMMAND, arguments=arguments),
                 )
             )
+        if not wanted(params, lsp.CodeActionKind.QuickFix):
+            return actions
+        resolves = client_resolves_edits(ls)
         for diagnostic in params.context.diagnostics:
-            actions.append(
-                lsp.CodeAction(
-                    title=f"Fix with Qwen: {diagnostic.message}",
-                    kind=lsp.CodeActionKind.QuickFix,
-                    diagnostics=[diagnostic],
-                    data={"uri": doc.uri, "version": doc.version},
-                )
-            )
+            title = f"Fix with Qwen: {diagnostic.message.splitlines()[0] if diagnostic.message else 'this problem'}"
+            identifier = {"uri": doc.uri, "version": doc.version}
+            action = lsp.CodeAction(title=title, kind=lsp.CodeActionKind.QuickFix, diagnostics=[diagnostic], data=identifier)
+            if not resolves:
+                arguments = [{"textDocument": identifier, "diagnostic": ls.protocol._converter.unstructure(diagnostic)}]
+                action.command = lsp.Command(title=title, command=FIX_COMMAND, arguments=arguments)
+            actions.append(action)
         return actions
+
+    async def fix_edit(ls: QwenLanguageServer, uri: str, version: int | None, diagnostic: lsp.Diagnostic) -> tuple[lsp.WorkspaceEdit | None, str]:
+        """The fix of one diagnostic as a workspace edit, or None and the reason there is none."""
+        live = ls.document(uri)
+        if version is not None and version != live.version:
+            return None, "the document changed since the fix was offered; ask again"
+        # The model takes seconds and the user may type meanwhile: work on a copy, and send the
+        # edit for the copy's version, which the editor refuses if the document moved on.
+        doc = Document(live.uri, live.text, live.version, live.language_id, live.encoding)
+        start, end = offsets(doc, diagnostic.range)
+        try:
+            result = await fix.propose_fix(ls.engine, ls.settings, doc, diagnostics.Problem(start, end, diagnostic.message))
+        except EngineError as exc:
+            raise engine_errors_as_lsp(exc) from exc
+        if not result.edits:
+            return None, result.reason
+        edits = [lsp.TextEdit(range=to_range(doc, e.start, e.end), new_text=e.new_text) for e in result.edits]
+        if not client_takes_document_changes(ls):
+            return lsp.WorkspaceEdit(changes={doc.uri: edits}), ""
+        identifier = lsp.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version)
+        return lsp.WorkspaceEdit(document_changes=[lsp.TextDocumentEdit(text_document=identifier, edits=edits)]), ""
 
     @server.feature(lsp.CODE_ACTION_RESOLVE)
     async def code_action_resolve(ls: QwenLanguageServer, action: lsp.CodeAction) -> lsp.CodeAction:
         data = action.data if isinstance(action.data, dict) else {}
         if not action.diagnostics or "uri" not in data:
             return action
-        doc = ls.document(data["uri"])
-        diagnostic = action.diagnostics[0]
-        start, end = offsets(doc, diagnostic.range)
-        version = doc.version
-        try:
-            result = await fix.propose_fix(ls.engine, ls.settings, doc, fix.Problem(start, end, diagnostic.message))
-        except EngineError as exc:
-            raise engine_errors_as_lsp(exc) from exc
-        if not result.edits:
-            action.title = f"{action.title} (no fix: {result.reason})"
-            return action
-        edits = [lsp.TextEdit(range=to_range(doc, e.start, e.end), new_text=e.new_text) for e in result.edits]
-        action.edit = lsp.WorkspaceEdit(
-            document_changes=[
-                lsp.TextDocumentEdit(
-                    text_document=lsp.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=version),
-                    edits=edits,
-                )
-            ]
-        )
+        edit, reason = await fix_edit(ls, data["uri"], data.get("version"), action.diagnostics[0])
+        if edit is None:
+            action.title = f"{action.title} (no fix: {reason})"
+        action.edit = edit
         return action
 
+    @server.command(FIX_COMMAND)
+    async def fix_command(ls: QwenLanguageServer, params: lsp.ExecuteCommandParams) -> dict[str, object]:
+        """Fix and apply through `workspace/applyEdit`. Result: `{"applied": bool, "reason": str}`."""
+        try:
+            target = (params.arguments or [])[0]
+            uri = target["textDocument"]["uri"]
+            version = target["textDocument"].get("version")
+            diagnostic = ls.protocol._converter.structure(target["diagnostic"], lsp.Diagnostic)
+        except Exception as exc:  # noqa: BLE001 - any malformed argument is the caller's error
+            raise JsonRpcInvalidParams(
+                'qwen.fix expects [{"textDocument": {"uri": ..., "version": ...}, "diagnostic": {...}}]'
+            ) from exc
+        edit, reason = await fix_edit(ls, uri, version, diagnostic)
+        if edit is None:
+            ls.window_show_message(lsp.ShowMessageParams(lsp.MessageType.Warning, f"Qwen found no fix: {reason}"))
+            return {"applied": False, "reason": reason}
+        response = await ls.workspace_apply_edit_async(lsp.ApplyWorkspaceEditParams(edit=edit, label="Fix with Qwen"))
+        return {"applied": response.applied, "reason": response.failure_reason or ""}
+
     @server.command(EXPLAIN_COMMAND)
-    async def explain_command(ls: QwenLanguageServer, params: lsp.ExecuteCommandParams) -> dict[str, str]:
-        """Result: `{"text": markdown}`; the text also streams as `$/progress` report messages."""
+    async def explain_command(ls: QwenLanguageServer, params: lsp.ExecuteCommandParams) -> dict[str, object]:
+        """Result: `{"text": markdown, "complete": bool}`. The text also streams as the messages
+        of `$/progress` reports, the last of which equals the result's text. `complete` is false
+        when the user stopped it (window/workDoneProgress/cancel) or it hit explainMaxTokens."""
         args = params.arguments or []
         try:
             target = args[0]
             doc = ls.document(target["textDocument"]["uri"])
             rng = ls.protocol._converter.structure(target["range"], lsp.Range)
+        except JsonRpcException:
+            raise
         except Exception as exc:  # noqa: BLE001 - any malformed argument is the caller's error
             raise JsonRpcInvalidParams(
                 'qwen.explain expects [{"textDocument": {"uri": ...}, "range": {...}}]'
             ) from exc
-        start, end = offsets(doc, rng)
+        what = explain.target(doc, *offsets(doc, rng))
+        if what is None:
+            raise JsonRpcInvalidParams("nothing to explain: the range is empty and not inside a function")
         token = params.work_done_token
         if token is None and ls.client_supports_progress():
             token = f"qwen-lsp/explain/{uuid.uuid4()}"
-            await ls.work_done_progress.create_async(token)
+            try:
+                await ls.work_done_progress.create_async(token)
+            except Exception:  # noqa: BLE001 - a client may refuse; the answer still comes as the result
+                token = None
         last_sent = 0.0
+        latest = ""
 
         def on_update(update: explain.ExplainUpdate) -> None:
-            nonlocal last_sent
-            if token is None:
-                return
+            nonlocal last_sent, latest
+            if update.text is not None:
+                latest = update.text
             now = time.monotonic()
-            if now - last_sent < 1 / REPORTS_PER_SECOND:
+            if token is None or now - last_sent < 1 / REPORTS_PER_SECOND:
                 return
             last_sent = now
             if update.text is None:
@@ -331,21 +425,30 @@ def create_server(engine_factory: EngineFactory) -> QwenLanguageServer:
             ls.work_done_progress.report(token, report)
 
         if token is not None:
-            ls.work_done_progress.begin(token, lsp.WorkDoneProgressBegin(title="Qwen: explain", cancellable=True))
+            title = f"Qwen: explain {what.label}"
+            ls.work_done_progress.begin(token, lsp.WorkDoneProgressBegin(title=title, cancellable=True, percentage=0))
             task = asyncio.current_task()
             assert task is not None
             ls._explain_tokens[token] = task
+        text, complete = "", False
         try:
-            text = await explain.explain(ls.engine, ls.settings, doc, start, end, on_update)
-            if token is not None:  # the last report always carries the whole answer
-                ls.work_done_progress.report(token, lsp.WorkDoneProgressReport(message=text))
-            return {"text": text}
+            result = await explain.explain(ls.engine, ls.settings, doc, what.start, what.end, on_update)
+            text, complete = result.text, result.complete
+        except asyncio.CancelledError:
+            text = latest
+            current = asyncio.current_task()
+            if token is None or token in ls._explain_tokens or current is None:
+                raise  # $/cancelRequest: the request is cancelled
+            current.uncancel()  # window/workDoneProgress/cancel: the user stopped it; keep what exists
         except EngineError as exc:
             raise engine_errors_as_lsp(exc) from exc
         finally:
             if token is not None:
                 ls._explain_tokens.pop(token, None)
-                ls.work_done_progress.end(token, lsp.WorkDoneProgressEnd())
+                if text:  # the last report always carries the whole answer
+                    ls.work_done_progress.report(token, lsp.WorkDoneProgressReport(message=text))
+                ls.work_done_progress.end(token, lsp.WorkDoneProgressEnd(message=None if complete else "stopped"))
+        return {"text": text, "complete": complete}
 
     @server.feature(lsp.WINDOW_WORK_DONE_PROGRESS_CANCEL)
     def work_done_progress_cancel(ls: QwenLanguageServer, params: lsp.WorkDoneProgressCancelParams) -> None:
@@ -358,7 +461,7 @@ def create_server(engine_factory: EngineFactory) -> QwenLanguageServer:
         """`qwen/status`: the backend, its state, and the stats of its latest requests."""
         engine = ls._engine
         if engine is None:
-            return {"state": "idle"}
-        return {"message": engine.status.message, **engine.describe(), "recent": engine.recent_stats()}
+            return {"state": "idle", "process": process_figures(ls)}
+        return {"message": engine.status.message, **engine.describe(), "recent": engine.recent_stats(), "process": process_figures(ls)}
 
     return server

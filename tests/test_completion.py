@@ -1,0 +1,208 @@
+"""Completion through a real client (pytest-lsp with editor profiles) and the real model: a line
+in a function body, type-through from the cache, a superseded stale request, nothing inside a
+string or comment, no repeat of the code after the cursor, and non-ASCII text in utf-8 and
+utf-16 positions. The stop and clean-up rules also get direct checks (they need no model)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from lsprotocol import types as lsp
+from pytest_lsp import client_capabilities
+
+from qwen_lsp import postprocess
+from qwen_lsp.context import Context, Mode
+from tests.conftest import open_doc, position_of, server_env, server_status
+
+BODY = '''import math
+
+
+def circle_area(radius: float) -> float:
+    """Area of a circle."""
+    return math.pi * radius ** 2
+
+
+def total_area(radii: list[float]) -> float:
+    """Sum of the areas of circles with these radii."""
+    total = 0.0
+    for radius in radii:
+        total += '''
+
+
+async def inline(client, uri: str, position: lsp.Position, msg_id: str | None = None) -> lsp.InlineCompletionList:
+    params = lsp.InlineCompletionParams(
+        text_document=lsp.TextDocumentIdentifier(uri),
+        position=position,
+        context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Automatic),
+    )
+    if msg_id is None:
+        return await client.text_document_inline_completion_async(params)
+    return await client.protocol.send_request_async(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
+
+
+def end_of(text: str, encoding: str = "utf-16") -> lsp.Position:
+    lines = text.split("\n")
+    column = lines[-1].encode("utf-8") if encoding == "utf-8" else lines[-1].encode("utf-16-le")
+    return lsp.Position(len(lines) - 1, len(column) if encoding == "utf-8" else len(column) // 2)
+
+
+def type_text(client, uri: str, version: int, at: lsp.Position, text: str) -> None:
+    client.text_document_did_change(
+        lsp.DidChangeTextDocumentParams(
+            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[lsp.TextDocumentContentChangePartial(range=lsp.Range(at, at), text=text)],
+        )
+    )
+
+
+async def recent_count(client) -> int:
+    status = await server_status(client)
+    return len(status.get("recent", []))
+
+
+async def test_completes_a_line_in_a_function_body(client, tmp_path):
+    uri = open_doc(client, str(tmp_path / "areas.py"), BODY)
+    at = end_of(BODY)
+    result = await inline(client, uri, at)
+    assert len(result.items) == 1
+    item = result.items[0]
+    assert item.range.start == at and item.range.end == at
+    text = item.insert_text
+    assert text.strip() and "\n" not in text, f"a rest-of-line suggestion, got {text!r}"
+    assert text == text.rstrip()
+    # The model knows what a loop summing areas adds: the helper defined above or the formula.
+    assert "circle_area" in text or "radius" in text
+
+
+async def test_type_through_is_served_from_the_cache(client, tmp_path):
+    uri = open_doc(client, str(tmp_path / "areas.py"), BODY)
+    at = end_of(BODY)
+    first = (await inline(client, uri, at)).items[0].insert_text
+    assert len(first) >= 3
+    before = await recent_count(client)
+    # The user types the first two characters of the suggestion.
+    type_text(client, uri, 2, at, first[:2])
+    moved = lsp.Position(at.line, at.character + 2)
+    second = await inline(client, uri, moved)
+    assert [i.insert_text for i in second.items] == [first[2:]]
+    assert second.items[0].range.start == moved
+    assert await recent_count(client) == before, "type-through must not ask the model"
+
+
+async def test_a_newer_request_from_the_same_document_supersedes_the_older(client, tmp_path):
+    # The older request needs a long prompt (~1,000 tokens, many seconds cold).
+    body = "".join(f"def helper_{i}(x):\n    return x * {i} + {i * 7}\n\n\n" for i in range(60))
+    text = body + "def main():\n    value = "
+    uri = open_doc(client, str(tmp_path / "long.py"), text)
+    short = open_doc(client, str(tmp_path / "short.py"), "def add(a, b):\n    return ")
+    await inline(client, short, lsp.Position(1, 11))  # the model is loaded and warm
+
+    older = asyncio.ensure_future(inline(client, uri, end_of(text), msg_id="older"))
+    await asyncio.sleep(0.5)
+    # The user goes to the top of the file and starts a new function there.
+    top = "def square(x):\n    return "
+    type_text(client, uri, 2, lsp.Position(0, 0), top + "\n\n\n")
+    newer = await inline(client, uri, end_of(top))
+    assert not (await older).items, "the superseded request must not deliver a stale suggestion"
+    assert newer.items and newer.items[0].insert_text.strip()
+    status = await server_status(client)
+    # The older request's prompt is by far the longest; its generation was stopped, not finished.
+    longest = max(status["recent"], key=lambda r: r["prompt_tokens"])
+    assert longest["stop_reason"] == "cancelled", longest
+    assert longest["generated_tokens"] < 48, longest
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'def greet(name):\n    """Say hello to the person\n    called ',  # inside a docstring
+        "def greet(name):\n    # say hello to the person called ",  # inside a comment
+        'def greet(name):\n    message = f"Hello, ',  # inside an unterminated string
+        "def greet(name):\n    name = name.strip()\n    ",  # code: the control case
+    ],
+)
+async def test_nothing_is_suggested_inside_a_string_or_comment(client, tmp_path, source):
+    uri = open_doc(client, str(tmp_path / "greet.py"), source)
+    await server_status(client)
+    before = await recent_count(client)
+    result = await inline(client, uri, end_of(source))
+    if source.endswith("strip()\n    "):
+        assert result.items, "on an empty line in code a suggestion is expected"
+        return
+    assert not result.items
+    assert await recent_count(client) == before, "the decision needs no model"
+
+
+SUFFIX_CASES = [
+    # (text before the cursor, text after it)
+    ("def shout(word):\n    return print(word.upper(", "))\n"),
+    ("def area(w, h):\n    result = ", "\n    return result\n"),
+    ("def pairs(items):\n    return [(a, b) for a in items for b in items if ", "]\n"),
+]
+
+
+@pytest.mark.parametrize("before,after", SUFFIX_CASES)
+async def test_the_code_after_the_cursor_is_never_repeated(client, tmp_path, before, after):
+    uri = open_doc(client, str(tmp_path / "suffix.py"), before + after)
+    result = await inline(client, uri, end_of(before))
+    for item in result.items:
+        line = before.split("\n")[-1] + item.insert_text + after.split("\n")[0]
+        assert postprocess._balanced(line), f"brackets doubled or dropped: {line!r}"
+        following = [x.strip() for x in after.split("\n")[1:] if x.strip()]
+        inserted = [x.strip() for x in item.insert_text.split("\n") if x.strip()]
+        assert not (following and inserted and inserted[-1] == following[0]), f"repeats the next line: {item.insert_text!r}"
+
+
+NON_ASCII = '''def grüße(名前: str) -> str:
+    """Grüße 👋 an 名前."""
+    return "Hallo 👋, " + 名前
+
+
+def abschied(名前: str) -> str:
+    """Abschied 😢 von 名前."""
+    return "Tschüss 😢, " + '''
+
+
+@pytest.mark.parametrize("profile,encoding", [("neovim@v0.11.0", "utf-8"), ("visual-studio-code", "utf-16")])
+async def test_non_ascii_positions_in_the_negotiated_encoding(make_client, model_path, tmp_path, profile, encoding):
+    capabilities = client_capabilities(profile)
+    client = await make_client(capabilities=capabilities, env=server_env(QWEN_LSP_MODEL=str(model_path)))
+    uri = open_doc(client, str(tmp_path / "gruss.py"), NON_ASCII)
+    at = position_of(NON_ASCII, 'return "Tschüss 😢, " + ', encoding)
+    assert at == end_of(NON_ASCII, encoding)
+    result = await inline(client, uri, at)
+    assert result.items, "no suggestion after non-ASCII text"
+    item = result.items[0]
+    assert item.range.start == at and item.range.end == at
+    assert "名前" in item.insert_text, f"the suggestion should use the parameter, got {item.insert_text!r}"
+    # The server maps the client's edit in the same units: typing the suggestion's first
+    # character there is a type-through hit whose range starts right after that character.
+    first = item.insert_text[0]
+    type_text(client, uri, 2, at, first)
+    units = len(first.encode("utf-8")) if encoding == "utf-8" else len(first.encode("utf-16-le")) // 2
+    moved = lsp.Position(at.line, at.character + units)
+    rest = await inline(client, uri, moved)
+    assert [(i.insert_text, i.range.start) for i in rest.items] == [(item.insert_text[1:], moved)]
+
+
+# -- the rules themselves (no model) ------------------------------------------------------------------
+def ctx(line_prefix: str, line_suffix: str = "", suffix: str = "", mode: Mode = Mode.LINE, indent: str = "") -> Context:
+    return Context(mode, "", "", suffix or line_suffix, line_prefix, indent, line_prefix, line_suffix)
+
+
+def test_clean_drops_closers_the_line_already_has():
+    assert postprocess.clean("word.upper())", ctx("    return print(", ")")) == "word.upper()"
+    assert postprocess.clean("x, y]):", ctx("    for a in sorted([", "]):")) == "x, y"
+    assert postprocess.clean("f(x)", ctx("    return print(", ")")) == "f(x)"
+
+
+def test_clean_drops_a_repeat_of_the_next_line_and_blank_suggestions():
+    assert postprocess.clean("return result", ctx("    ", suffix="\n    return result\n")) is None
+    assert postprocess.clean("   \n", ctx("    ")) is None
+
+
+def test_block_stops_at_the_dedent():
+    text = "    if x:\n        return 1\n    return 2\nprint(3)\n"
+    context = ctx("", mode=Mode.BLOCK, indent="    ")
+    assert postprocess.clean(text, context) == "    if x:\n        return 1\n    return 2"

@@ -1,0 +1,241 @@
+"""Fix through a real client: our own syntax diagnostics, quick fixes offered without the model,
+edits written in codeAction/resolve that are minimal, versioned, confined to the unit, and make
+the file run again; the `qwen.fix` command for a client that cannot resolve."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import subprocess
+import sys
+
+import pytest
+from lsprotocol import types as lsp
+
+from qwen_lsp.bench.fix_cases import CASES, PROGRAM, FixCase
+from qwen_lsp.config import Settings
+from qwen_lsp.diagnostics import Problem, problems_in
+from qwen_lsp.documents import Document
+from qwen_lsp.engine.base import Engine, Generation, GenerationRequest
+from qwen_lsp import fix
+from tests.conftest import open_doc, plain, server_env, server_status
+
+ONE_PER_KIND = {case.kind: case for case in reversed(CASES)}  # the first case of each kind
+KINDS = ["missing colon", "unclosed bracket", "misspelled name", "missing import", "wrong attribute", "mixed tabs"]
+
+
+def code_actions_parsed_right(client) -> None:
+    """lsprotocol (the test client's types) takes any code action that has a `command` for a bare
+    Command, turning our explain action's command object into a string; editors look at whether
+    `command` is a string. Make the test client do the same."""
+    from typing import Union
+
+    converter = client.protocol._converter
+
+    def hook(obj: dict, _: type) -> object:
+        kind = lsp.Command if isinstance(obj.get("command"), str) else lsp.CodeAction
+        return converter.structure(obj, kind)
+
+    converter.register_structure_hook(Union[lsp.Command, lsp.CodeAction], hook)
+
+
+def run(text: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", text], capture_output=True, text=True, timeout=60)
+
+
+def apply(text: str, edits: list[lsp.TextEdit]) -> str:
+    """Apply edits whose positions are UTF-16 (the text is ASCII, so code points)."""
+    starts = [0]
+    for line in text.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    for edit in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
+        start = starts[edit.range.start.line] + edit.range.start.character
+        end = starts[edit.range.end.line] + edit.range.end.character
+        text = text[:start] + edit.new_text + text[end:]
+    return text
+
+
+def enclosing_block(lines: list[str], line: int) -> tuple[int, int]:
+    """The top-level statement (def, class, if) around a line, by indentation: what the fix of an
+    error on that line may touch at most."""
+    first = line
+    while first > 0 and (not lines[first].strip() or lines[first][0] in " \t"):
+        first -= 1
+    last = line
+    while last + 1 < len(lines) and (not lines[last + 1].strip() or lines[last + 1][0] in " \t)]}"):
+        last += 1
+    return first, last
+
+
+async def diagnostics_for(client, uri: str) -> list[lsp.Diagnostic]:
+    while uri not in client.diagnostics:
+        await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    return client.diagnostics[uri]
+
+
+def external(case: FixCase) -> lsp.Diagnostic:
+    d = case.diagnostic
+    assert d is not None
+    rng = lsp.Range(lsp.Position(d.line, d.start), lsp.Position(d.line, d.end))
+    return lsp.Diagnostic(range=rng, message=d.message, source=d.source, severity=lsp.DiagnosticSeverity.Error)
+
+
+def code_action_params(uri: str, diagnostic: lsp.Diagnostic) -> lsp.CodeActionParams:
+    return lsp.CodeActionParams(
+        text_document=lsp.TextDocumentIdentifier(uri),
+        range=diagnostic.range,
+        context=lsp.CodeActionContext(diagnostics=[diagnostic]),
+    )
+
+
+def test_own_syntax_diagnostics_are_where_python_says_with_readable_messages() -> None:
+    for case in CASES:
+        if case.diagnostic is not None:
+            continue
+        with pytest.raises(SyntaxError) as python:
+            compile(case.broken, "case.py", "exec")
+        problems = problems_in(case.broken, "python")
+        assert problems, case.name
+        first = problems[0]
+        assert case.broken.count("\n", 0, first.start) + 1 == python.value.lineno, case.name
+        words = {"missing colon": "':'", "unclosed bracket": "never closed", "mixed tabs": "tabs and spaces"}
+        if case.name != "unclosed bracket (list)":  # tree-sitter sees that one as a missing ')'
+            assert words[case.kind] in first.message, (case.name, first.message)
+    assert problems_in(PROGRAM, "python") == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_fix_through_a_real_client(kind: str, make_client, model_path, tmp_path) -> None:
+    case = ONE_PER_KIND[kind]
+    expected = run(PROGRAM)
+    assert expected.returncode == 0
+    client = await make_client(profile="visual-studio-code", env=server_env(QWEN_LSP_MODEL=str(model_path)))
+    code_actions_parsed_right(client)
+    uri = open_doc(client, str(tmp_path / "inventory.py"), case.broken, version=3)
+    published = await diagnostics_for(client, uri)
+    if case.diagnostic is None:
+        assert published, "the server published no diagnostic of its own for a syntax error"
+        diagnostic = published[0]
+        assert diagnostic.source == "qwen-lsp"
+    else:
+        assert not published, "a file without syntax errors gets no diagnostic of ours"
+        diagnostic = external(case)
+
+    # The quick fix is offered at once: the model does not run for codeAction.
+    actions = await client.text_document_code_action_async(code_action_params(uri, diagnostic))
+    fixes = [a for a in actions if a.kind == lsp.CodeActionKind.QuickFix]
+    assert len(fixes) == 1 and fixes[0].edit is None
+    assert fixes[0].title == "Fix with Qwen: " + diagnostic.message.splitlines()[0]
+    assert list(fixes[0].diagnostics or []) == [diagnostic]
+    assert (await server_status(client)).get("recent", []) == [], "codeAction ran the model"
+
+    resolved = await client.code_action_resolve_async(fixes[0])
+    assert resolved.edit is not None, resolved.title
+    (change,) = resolved.edit.document_changes
+    assert isinstance(change, lsp.TextDocumentEdit)
+    assert change.text_document.uri == uri and change.text_document.version == 3
+    fixed = apply(case.broken, change.edits)
+
+    # Minimal and confined: every changed line lies in the block that holds the error.
+    lines = case.broken.splitlines()
+    first, last = enclosing_block(lines, diagnostic.range.start.line)
+    matcher = difflib.SequenceMatcher(a=lines, b=fixed.splitlines(), autojunk=False)
+    changed = [(i1, i2) for tag, i1, i2, _, _ in matcher.get_opcodes() if tag != "equal"]
+    assert changed and all(first <= i1 and i2 <= last + 1 for i1, i2 in changed), (changed, first, last)
+    assert sum(len(e.new_text) for e in change.edits) < 80, change.edits
+
+    result = run(fixed)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected.stdout
+
+
+async def test_fix_command_applies_the_edit_for_a_client_without_resolve(make_client, model_path, tmp_path) -> None:
+    case = ONE_PER_KIND["missing colon"]
+    client = await make_client(profile="emacs", env=server_env(QWEN_LSP_MODEL=str(model_path)))
+    code_actions_parsed_right(client)
+    applied: list[lsp.ApplyWorkspaceEditParams] = []
+
+    @client.feature(lsp.WORKSPACE_APPLY_EDIT)
+    def apply_edit(params: lsp.ApplyWorkspaceEditParams) -> lsp.ApplyWorkspaceEditResult:
+        applied.append(params)
+        return lsp.ApplyWorkspaceEditResult(applied=True)
+
+    uri = open_doc(client, str(tmp_path / "inventory.py"), case.broken)
+    diagnostic = (await diagnostics_for(client, uri))[0]
+    actions = await client.text_document_code_action_async(code_action_params(uri, diagnostic))
+    (action,) = [a for a in actions if a.kind == lsp.CodeActionKind.QuickFix]
+    assert action.command is not None and action.command.command == "qwen.fix"
+    result = await client.workspace_execute_command_async(
+        lsp.ExecuteCommandParams(command=action.command.command, arguments=action.command.arguments)
+    )
+    assert plain(result) == {"applied": True, "reason": ""}
+    (params,) = applied
+    # Emacs declares documentChanges: the edit is versioned.
+    (change,) = params.edit.document_changes
+    fixed = apply(case.broken, change.edits)
+    assert run(fixed).returncode == 0
+
+
+# -- the verification, with a stand-in engine that answers what the test wants ----------------------
+class ScriptedEngine(Engine):
+    """Answers each request with the next scripted text (protocol plumbing only: no model)."""
+
+    def __init__(self, answers: list[str]) -> None:
+        super().__init__()
+        self.answers = answers
+        self.requests: list[GenerationRequest] = []
+
+    def start(self) -> None: ...
+
+    def describe(self) -> dict[str, object]:
+        return {"backend": "scripted"}
+
+    def close(self) -> None: ...
+
+    def generate(self, request: GenerationRequest, on_prompt_progress=None) -> Generation:
+        self.requests.append(request)
+        generation = Generation(request, asyncio.get_running_loop())
+        generation.emit_text(self.answers.pop(0))
+        generation.emit_done()
+        return generation
+
+
+def broken_doc(case: FixCase) -> tuple[Document, Problem]:
+    doc = Document("file:///tmp/inventory.py", case.broken, 1, "python")
+    return doc, problems_in(doc.text, "python")[0]
+
+
+async def test_a_fix_that_fails_verification_twice_gives_no_edit_and_says_why() -> None:
+    doc, problem = broken_doc(ONE_PER_KIND["missing colon"])
+    unit = fix.find_unit(doc, problem)
+    still_broken = "```python\n" + unit.text.replace("-> Item", "-> Item (") + "```"
+    engine = ScriptedEngine([still_broken, "I cannot fix this."])
+    result = await fix.propose_fix(engine, Settings(), doc, problem)
+    assert result.edits == () and result.attempts == 2
+    assert "no code block" in result.reason
+    retry = engine.requests[1].messages[-1].content
+    assert "syntax error on its line" in retry, retry
+
+
+async def test_a_second_answer_that_passes_is_taken() -> None:
+    doc, problem = broken_doc(ONE_PER_KIND["missing colon"])
+    unit = fix.find_unit(doc, problem)
+    good = "```python\n" + unit.text.replace("-> Item\n", "-> Item:\n", 1) + "```"
+    engine = ScriptedEngine(["```python\n" + unit.text + "```", good])
+    result = await fix.propose_fix(engine, Settings(), doc, problem)
+    assert result.attempts == 2 and len(result.edits) == 1
+    (edit,) = result.edits
+    assert edit.new_text == ":" and edit.start == edit.end == doc.text.index("-> Item\n") + len("-> Item")
+    assert "changed nothing" in engine.requests[1].messages[-1].content
+
+
+def test_a_renamed_but_still_undefined_name_is_refused() -> None:
+    case = ONE_PER_KIND["misspelled name"]
+    doc = Document("file:///tmp/inventory.py", case.broken, 1, "python")
+    d = case.diagnostic
+    assert d is not None
+    problem = Problem(doc.offset_at(d.line, d.start), doc.offset_at(d.line, d.end), d.message)
+    unit = fix.find_unit(doc, problem)
+    unchanged_name = unit.text.replace("lines = []", "lines: list[str] = []")
+    assert "still used" in (fix.verify(doc, problem, unit, unchanged_name) or "")
+    assert fix.verify(doc, problem, unit, unit.text.replace("calculate_totl", "calculate_total")) is None
