@@ -105,6 +105,21 @@ def position_of(text: str, marker: str, encoding: str = "utf-16") -> lsp.Positio
 __all__ = ["pytest_lsp", "open_doc", "position_of", "server_env"]
 
 
+def code_actions_parsed_right(client) -> None:
+    """lsprotocol (the test client's types) takes any code action that has a `command` for a bare
+    Command, turning our explain action's command object into a string; editors look at whether
+    `command` is a string. Make the test client do the same."""
+    from typing import Union
+
+    converter = client.protocol._converter
+
+    def hook(obj: dict, _: type) -> object:
+        kind = lsp.Command if isinstance(obj.get("command"), str) else lsp.CodeAction
+        return converter.structure(obj, kind)
+
+    converter.register_structure_hook(Union[lsp.Command, lsp.CodeAction], hook)
+
+
 def plain(value: object) -> object:
     """pygls hands unknown JSON objects over as named tuples; turn them back into dicts."""
     if hasattr(value, "_asdict"):

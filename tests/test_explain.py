@@ -12,24 +12,9 @@ from pygls.exceptions import JsonRpcException
 from qwen_lsp import explain
 from qwen_lsp.bench.fix_cases import PROGRAM
 from qwen_lsp.documents import Document
-from tests.conftest import open_doc, plain, server_env, server_status
+from tests.conftest import code_actions_parsed_right, open_doc, plain, server_env, server_status
 
 OPTIONS = {"explainMaxTokens": 160}
-
-
-def code_actions_parsed_right(client) -> None:
-    """lsprotocol (the test client's types) takes any code action that has a `command` for a bare
-    Command, turning our explain action's command object into a string; editors look at whether
-    `command` is a string. Make the test client do the same."""
-    from typing import Union
-
-    converter = client.protocol._converter
-
-    def hook(obj: dict, _: type) -> object:
-        kind = lsp.Command if isinstance(obj.get("command"), str) else lsp.CodeAction
-        return converter.structure(obj, kind)
-
-    converter.register_structure_hook(Union[lsp.Command, lsp.CodeAction], hook)
 
 
 def selection_of(text: str, snippet: str) -> lsp.Range:

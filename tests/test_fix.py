@@ -18,25 +18,10 @@ from qwen_lsp.diagnostics import Problem, problems_in
 from qwen_lsp.documents import Document
 from qwen_lsp.engine.base import Engine, Generation, GenerationRequest
 from qwen_lsp import fix
-from tests.conftest import open_doc, plain, server_env, server_status
+from tests.conftest import code_actions_parsed_right, open_doc, plain, server_env, server_status
 
 ONE_PER_KIND = {case.kind: case for case in reversed(CASES)}  # the first case of each kind
 KINDS = ["missing colon", "unclosed bracket", "misspelled name", "missing import", "wrong attribute", "mixed tabs"]
-
-
-def code_actions_parsed_right(client) -> None:
-    """lsprotocol (the test client's types) takes any code action that has a `command` for a bare
-    Command, turning our explain action's command object into a string; editors look at whether
-    `command` is a string. Make the test client do the same."""
-    from typing import Union
-
-    converter = client.protocol._converter
-
-    def hook(obj: dict, _: type) -> object:
-        kind = lsp.Command if isinstance(obj.get("command"), str) else lsp.CodeAction
-        return converter.structure(obj, kind)
-
-    converter.register_structure_hook(Union[lsp.Command, lsp.CodeAction], hook)
 
 
 def run(text: str) -> subprocess.CompletedProcess[str]:
