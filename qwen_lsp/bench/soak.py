@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=SoakOptions.requests)
     parser.add_argument("--cancel-fraction", type=float, default=SoakOptions.cancel_fraction)
     parser.add_argument("--explain-every", type=int, default=SoakOptions.explain_every)
-    parser.add_argument("--out", type=Path, default=Path("bench-results/soak"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/soak"))
     args = parser.parse_args(argv)
     options = SoakOptions(answer_timeout=30.0 if args.engine == "fake" else 900.0, engine=args.engine, requests=args.requests, cancel_fraction=args.cancel_fraction, explain_every=args.explain_every)
     result = asyncio.run(run_soak(options))
