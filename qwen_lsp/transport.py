@@ -19,8 +19,8 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, BinaryIO
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pygls.io_ import StdoutWriter
 
@@ -170,6 +170,20 @@ async def _pipe_reader(stdin: BinaryIO) -> Read:
     return lambda: loop.run_in_executor(None, os.read, fd, READ_SIZE)
 
 
+def _run(server: JsonRPCServer, main: Coroutine[Any, Any, None]) -> int:
+    """Run a transport's loop; the exit code is what the `exit` notification decided."""
+    code = 0
+    try:
+        asyncio.run(main)
+    except SystemExit as exc:  # the `exit` notification
+        code = exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+    return code
+
+
 def serve_io(server: JsonRPCServer, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     """Serve LSP on a pair of byte streams (stdio by default). Returns the exit code: 0 after
     `shutdown` then `exit`, 1 when `exit` came without `shutdown` (as the spec asks)."""
@@ -183,16 +197,7 @@ def serve_io(server: JsonRPCServer, stdin: BinaryIO | None = None, stdout: Binar
         await serve(FrameReader(read), protocol)
         log.info("the client closed the connection")
 
-    code = 0
-    try:
-        asyncio.run(main())
-    except SystemExit as exc:  # the `exit` notification
-        code = exc.code if isinstance(exc.code, int) else 0
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.shutdown()
-    return code
+    return _run(server, main())
 
 
 def serve_tcp(server: JsonRPCServer, host: str, port: int) -> int:
@@ -208,13 +213,4 @@ def serve_tcp(server: JsonRPCServer, host: str, port: int) -> int:
         async with listener:
             await listener.serve_forever()
 
-    code = 0
-    try:
-        asyncio.run(main())
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.shutdown()
-    return code
+    return _run(server, main())

@@ -12,7 +12,7 @@ import sys
 import pytest
 from lsprotocol import types as lsp
 
-from qwen_lsp.bench.fix_cases import CASES, PROGRAM, FixCase
+from qwen_lsp.bench.fix_cases import CASES, PROGRAM, FixCase, enclosing_block
 from qwen_lsp.config import Settings
 from qwen_lsp.diagnostics import Problem, problems_in
 from qwen_lsp.documents import Document
@@ -38,18 +38,6 @@ def apply(text: str, edits: list[lsp.TextEdit]) -> str:
         end = starts[edit.range.end.line] + edit.range.end.character
         text = text[:start] + edit.new_text + text[end:]
     return text
-
-
-def enclosing_block(lines: list[str], line: int) -> tuple[int, int]:
-    """The top-level statement (def, class, if) around a line, by indentation: what the fix of an
-    error on that line may touch at most."""
-    first = line
-    while first > 0 and (not lines[first].strip() or lines[first][0] in " \t"):
-        first -= 1
-    last = line
-    while last + 1 < len(lines) and (not lines[last + 1].strip() or lines[last + 1][0] in " \t)]}"):
-        last += 1
-    return first, last
 
 
 async def diagnostics_for(client, uri: str) -> list[lsp.Diagnostic]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen_lsp import explain, fix
-from qwen_lsp.bench.fix_cases import CASES, PROGRAM, FixCase
+from qwen_lsp.bench.fix_cases import CASES, PROGRAM, FixCase, enclosing_block
 from qwen_lsp.config import Settings
 from qwen_lsp.diagnostics import Problem, problems_in
 from qwen_lsp.documents import Document
@@ -95,12 +95,7 @@ def confined(broken: str, fixed: str, line: int) -> bool:
     import difflib
 
     lines = broken.splitlines()
-    first = line
-    while first > 0 and (not lines[first].strip() or lines[first][0] in " \t"):
-        first -= 1
-    last = line
-    while last + 1 < len(lines) and (not lines[last + 1].strip() or lines[last + 1][0] in " \t)]}"):
-        last += 1
+    first, last = enclosing_block(lines, line)
     matcher = difflib.SequenceMatcher(a=lines, b=fixed.splitlines(), autojunk=False)
     return all(first <= i1 and i2 <= last + 1 for tag, i1, i2, _, _ in matcher.get_opcodes() if tag != "equal")
 

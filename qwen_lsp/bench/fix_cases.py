@@ -132,3 +132,14 @@ CASES = (
     FixCase("mixed tabs and spaces (2)", "mixed tabs", _break("    for item in items[1:]:", "\tfor item in items[1:]:"), None),
 )
 
+
+def enclosing_block(lines: list[str], line: int) -> tuple[int, int]:
+    """The top-level statement (def, class, if) around a line, by indentation: what the fix of an
+    error on that line may touch at most."""
+    first = line
+    while first > 0 and (not lines[first].strip() or lines[first][0] in " \t"):
+        first -= 1
+    last = line
+    while last + 1 < len(lines) and (not lines[last + 1].strip() or lines[last + 1][0] in " \t)]}"):
+        last += 1
+    return first, last
