@@ -78,13 +78,15 @@ class Flight:
 
     def typed_since(self, before: str, after: str) -> str | None:
         """What was typed since this flight began, if `before`/`after` is the same place moved on
-        by typing that the text generated so far agrees with."""
+        by typing that the text generated so far agrees with (or the very same place)."""
         if after != self.after or not before.startswith(self.before):
             return None
         typed = before[len(self.before) :]
         if len(typed) > TYPE_THROUGH_CHARS:
             return None
         text = self.generation.text
+        if typed and not text:
+            return None  # still reading its prompt: one that holds the typed text costs no more
         return typed if text.startswith(typed) or typed.startswith(text) else None
 
     def supersede(self) -> None:

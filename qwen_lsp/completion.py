@@ -18,7 +18,7 @@ from qwen_lsp.cache import Flight, SuggestionCache
 from qwen_lsp.config import Settings
 from qwen_lsp.context import Context, Mode
 from qwen_lsp.documents import Document
-from qwen_lsp.engine.base import Engine, GenerationRequest
+from qwen_lsp.engine.base import Engine, GenerationRequest, StopReason
 
 # An edit inserting at most this much is typing (a keystroke, or Enter with its indentation).
 TYPED_CHARS = 32
@@ -36,16 +36,23 @@ def fim_prompt(ctx: Context) -> prompts.Prompt:
 
 
 class Completer:
-    """Completion for one session: its cache and, per document, the generation in flight."""
+    """Completion for one session: its cache and, per document, the generation in flight.
+
+    The newest request of a document wins: an older one still waiting gives up (answering
+    nothing) rather than queue a generation behind it, and a generation that cannot answer the
+    newest request is cancelled. Cancelling loses no work: the KV cache keeps the evaluated
+    prompt, which the next prompt shares up to the cursor.
+    """
 
     def __init__(self, engine: Callable[[], Engine]) -> None:
         self._engine = engine
         self.cache = SuggestionCache()
         self._flights: dict[str, Flight] = {}
         self._warming: Flight | None = None
-        self._requests: dict[str, int] = {}  # newest request number per document (debounce)
+        self._requests: dict[str, int] = {}  # newest request number per document
 
     async def suggest(self, settings: Settings, doc: Document, offset: int) -> Suggestion | None:
+        number = self._requests[doc.uri] = self._requests.get(doc.uri, 0) + 1
         ctx = context.build(doc, offset, settings.completion_context_tokens)
         if ctx.mode is Mode.NOTHING:
             return None
@@ -66,11 +73,10 @@ class Completer:
                     return Suggestion(cleaned, offset) if cleaned else None
                 # It went another way than the user: ask the model afresh.
 
-        number = self._requests[doc.uri] = self._requests.get(doc.uri, 0) + 1
         if settings.debounce_ms > 0:
             await asyncio.sleep(settings.debounce_ms / 1000)
-            if self._requests[doc.uri] != number:
-                return None  # a newer request from this document takes over
+        if self._requests[doc.uri] != number:
+            return None  # a newer request from this document takes over
         cleaned = await self._generate(settings, doc.uri, ctx, before, after)
         if cleaned is not None:
             self.cache.put(before, after, cleaned)
@@ -88,25 +94,51 @@ class Completer:
         request = GenerationRequest(prompt=fim_prompt(ctx), max_tokens=0)
         self._warming = Flight(self._engine().generate(request), doc.text[:offset], doc.text[offset:], lambda _: False)
 
+    def forget(self, uri: str) -> None:
+        """The document was closed: stop its generation."""
+        flight = self._flights.pop(uri, None)
+        if flight is not None and not flight.done:
+            flight.supersede()
+        self._requests.pop(uri, None)
+
     async def _generate(self, settings: Settings, uri: str, ctx: Context, before: str, after: str) -> str | None:
-        text = await self._start(settings, uri, ctx, before, after).result()
+        flight = self._start(settings, uri, ctx, before, after)
+        text = await flight.result()
         if text is None:
             return None
+        text = _complete_lines(text, flight, ctx)
         indent = postprocess.missing_indent(text, ctx)
         if indent is not None:
             # Ask again as an auto-indenting editor would have placed the cursor (the prompt
             # only grows by the indentation, so this costs a few tokens, not the window).
             indented = dataclasses.replace(ctx, middle=ctx.middle + indent, line_prefix=indent)
-            again = await self._start(settings, uri, indented, before + indent, after).result()
-            return indent + cleaned if again and (cleaned := postprocess.clean(again, indented)) else None
+            again = self._start(settings, uri, indented, before + indent, after)
+            text = await again.result()
+            if not text or not (cleaned := postprocess.clean(_complete_lines(text, again, indented), indented)):
+                return None
+            return indent + cleaned
         return postprocess.clean(text, ctx)
 
     def _start(self, settings: Settings, uri: str, ctx: Context, before: str, after: str) -> Flight:
+        if self._warming is not None and not self._warming.done:
+            self._warming.supersede()  # its evaluated prompt stays in the KV cache for this one
+        previous = self._flights.get(uri)
+        if previous is not None and not previous.done:
+            previous.supersede()
         request = GenerationRequest(
             prompt=fim_prompt(ctx),
-            max_tokens=settings.completion_max_tokens,  # with the stop rules, bounds the wait
+            max_tokens=settings.completion_max_tokens,
+            max_generation_time=settings.completion_max_ms / 1000 if settings.completion_max_ms > 0 else None,
         )
         generation = self._engine().generate(request)
         flight = Flight(generation, before, after, lambda text: postprocess.end_of_suggestion(text, ctx) is not None)
         self._flights[uri] = flight
         return flight
+
+
+def _complete_lines(text: str, flight: Flight, ctx: Context) -> str:
+    """A block cut short by the time or token budget keeps only its complete lines."""
+    cut_short = flight.generation.stats.stop_reason in (StopReason.TIME, StopReason.LENGTH)
+    if ctx.mode is Mode.BLOCK and cut_short and "\n" in text.strip("\n"):
+        return text[: text.rstrip("\n").rfind("\n")]
+    return text

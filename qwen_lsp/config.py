@@ -35,6 +35,9 @@ class Settings:
     enable_completion: bool = True
     # Most tokens a completion may generate. Generation runs ~30 ms a token on 2 cores.
     completion_max_tokens: int = 48
+    # Most time a completion may spend generating, after its first token (milliseconds; 0: no
+    # limit). A block cut short keeps its complete lines. llama.vim's t_max_predict_ms is 1000.
+    completion_max_ms: int = 1000
     # Prompt budget for completion context, in tokens: ~100 tokens/s when cold.
     completion_context_tokens: int = 1024
     # Wait this long after a keystroke before starting the model (milliseconds).

@@ -3,9 +3,13 @@
 The prompt is laid out for the engine's KV cache: material that changes slowly comes first (the
 module's imports, signatures of the file's own definitions that the window uses, the window up
 to an anchor line, the code after the cursor), and the lines typed since the anchor come last,
-after `<|fim_middle|>`, as the start of the answer. A keystroke then costs only its own tokens,
-and Enter does not move the suffix. The window's start and the anchor move in steps.
-Without a tree-sitter grammar the same layout is built from plain line windows.
+after `<|fim_middle|>`, as the start of the answer. A keystroke then costs only its own tokens.
+
+Everything before the middle is a function of the anchor alone, read from text that typing on
+the cursor's line cannot change: while a line is half-typed the syntax tree around it is broken,
+so window edges are found from the text's top-level lines, not from the tree. The anchor moves
+in steps, and only once the user types on the new line, so a pause after Enter never pays for
+re-evaluating the suffix. Without a tree-sitter grammar the same layout is built from plain text.
 """
 
 from __future__ import annotations
@@ -25,15 +29,20 @@ CHARS_PER_TOKEN = 3
 WINDOW_STEP_LINES = 16
 # The anchor (where the prompt's middle begins) moves in steps of this many lines.
 ANCHOR_STEP_LINES = 8
-# Shares of the token budget: the code after the cursor, and the header of imports/signatures.
+# Shares of the token budget: the code after the cursor, the header of imports/signatures.
 SUFFIX_SHARE = 0.25
 HEADER_SHARE = 0.2
+# Room kept for the lines typed since the anchor (the middle).
+MIDDLE_SHARE = 0.1
 # Characters right of the cursor that still leave room for a suggestion (closers, separators).
 _CLOSERS = set(")]}\"'`:;,")
 _STRING_TYPES = {"string", "template_string", "raw_string_literal", "string_literal", "char_literal"}
 _DEFINITION_TYPES = {"function_definition", "class_definition", "decorated_definition"}
 _IMPORT_TYPES = {"import_statement", "import_from_statement", "future_import_statement"}
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+# A line starting at column 0 with code: where a top-level statement begins (a closing bracket
+# or a comment there continues or annotates the one before).
+_TOP_LEVEL_LINE = re.compile(r"^[^\s)\]}#]", re.MULTILINE)
 
 
 class Mode(enum.Enum):
@@ -68,10 +77,14 @@ def build(doc: Document, offset: int, budget_tokens: int) -> Context:
 
     budget = budget_tokens * CHARS_PER_TOKEN
     suffix = _suffix_window(doc, offset, int(budget * SUFFIX_SHARE))
-    start = _window_start(doc, offset, budget - len(suffix) - int(budget * HEADER_SHARE))
-    anchor = max(start, doc.offset_at(line_no // ANCHOR_STEP_LINES * ANCHOR_STEP_LINES, 0))
-    window = doc.text[start:offset]
-    header = _header(doc, start, offset + len(suffix), window + suffix, budget - len(window) - len(suffix))
+    # A line holding only indentation belongs to the anchor step of the line above it.
+    typed_on = line_no if line_prefix.strip() else max(line_no - 1, 0)
+    anchor = doc.offset_at(typed_on // ANCHOR_STEP_LINES * ANCHOR_STEP_LINES, 0)
+    window_budget = budget - len(suffix) - int(budget * (HEADER_SHARE + MIDDLE_SHARE))
+    start = min(_window_start(doc, anchor, window_budget), anchor)
+    used = set(_IDENTIFIER.findall(doc.text[start:anchor] + suffix))
+    header_budget = budget - (anchor - start) - len(suffix) - int(budget * MIDDLE_SHARE)
+    header = _header(doc, start, used, header_budget)
     return Context(mode, header, doc.text[start:anchor], suffix, doc.text[anchor:offset], indent, line_prefix, line_suffix)
 
 
@@ -158,62 +171,51 @@ def _block_indent(doc: Document, line_no: int, line_prefix: str) -> str:
 
 # -- windows ----------------------------------------------------------------------------------------
 def _suffix_window(doc: Document, offset: int, budget_chars: int) -> str:
-    """Text after the cursor up to the end of the enclosing top-level statement, within budget,
-    ending on a whole line."""
+    """Text after the cursor up to the next top-level line (the end of the enclosing top-level
+    statement), within budget, ending on a whole line."""
     text = doc.text[offset : offset + budget_chars]
     if offset + len(text) < len(doc.text) and "\n" in text:
         text = text[: text.rfind("\n") + 1]
-    if doc.tree is not None:
-        top = _top_level_at(doc, offset)
+    first_newline = text.find("\n")
+    if first_newline >= 0:
+        following = text[first_newline + 1 :]
+        top = _TOP_LEVEL_LINE.search(following)
         if top is not None:
-            top_end = len(doc.text.encode("utf-8", "surrogatepass")[: top.end_byte].decode("utf-8", "replace"))
-            line_end = doc.text.find("\n", top_end)
-            text = text[: max(line_end + 1 if line_end >= 0 else len(doc.text), offset) - offset]
+            text = text[: first_newline + 1 + top.start()]
     return text
 
 
-def _window_start(doc: Document, offset: int, budget_chars: int) -> int:
-    """Where the window before the cursor begins: the earliest line in budget, moved forward to a
-    multiple of WINDOW_STEP_LINES and then to the start of a top-level statement."""
-    earliest = max(0, offset - max(budget_chars, 0))
+def _window_start(doc: Document, anchor: int, budget_chars: int) -> int:
+    """Where the window before the anchor begins: the earliest line in budget, moved forward to a
+    multiple of WINDOW_STEP_LINES and then to a top-level line, if one comes within a step (and
+    before the anchor)."""
+    earliest = max(0, anchor - max(budget_chars, 0))
     line, _ = doc.position_at(earliest)
     if doc.offset_at(line, 0) < earliest:
         line += 1
-    cursor_line, _ = doc.position_at(offset)
-    line = min(-(-line // WINDOW_STEP_LINES) * WINDOW_STEP_LINES, cursor_line)
-    if doc.tree is not None:
-        for child in doc.tree.root_node.children:
-            if child.start_point.row >= line:
-                if child.start_point.row <= cursor_line:
-                    line = child.start_point.row
-                break
-    return doc.offset_at(line, 0)
-
-
-def _top_level_at(doc: Document, offset: int) -> Node | None:
-    assert doc.tree is not None
-    point = doc.byte_offset(offset)
-    for child in doc.tree.root_node.children:
-        if child.start_byte <= point <= child.end_byte:
-            return child
-    return None
+    line = -(-line // WINDOW_STEP_LINES) * WINDOW_STEP_LINES
+    if line >= doc.line_count:
+        return anchor
+    start = doc.offset_at(line, 0)
+    within = anchor if line + WINDOW_STEP_LINES >= doc.line_count else min(anchor, doc.offset_at(line + WINDOW_STEP_LINES, 0))
+    top = _TOP_LEVEL_LINE.search(doc.text, start, within)
+    return top.start() if top is not None else start
 
 
 # -- the header: imports and the signatures the window uses ----------------------------------------
-def _header(doc: Document, start: int, end: int, window: str, budget_chars: int) -> str:
-    if doc.tree is None or start == 0 or budget_chars <= 0:
+def _header(doc: Document, start: int, used: set[str], budget_chars: int) -> str:
+    """Imports and the signatures of definitions that `used` names, from before the window only,
+    read from a tree of that text alone (see `Document.tree_before`)."""
+    tree = doc.tree_before(start) if start > 0 and budget_chars > 0 else None
+    if tree is None:
         return ""
-    data = doc.text.encode("utf-8", "surrogatepass")
-    first, last = doc.byte_offset(start), doc.byte_offset(end)
-    used = set(_IDENTIFIER.findall(window))
+    data = doc.text[:start].encode("utf-8", "surrogatepass")
     parts: list[str] = []
-    for child in doc.tree.root_node.children:
-        if first <= child.start_byte < last:
-            continue  # already in the window
+    for child in tree.root_node.children:
         if child.type in _IMPORT_TYPES:
             parts.append(_node_text(data, child))
         elif child.type in _DEFINITION_TYPES:
-            encloses = child.start_byte < first < child.end_byte  # the window starts inside it
+            encloses = child.end_byte >= len(data)  # the window starts inside it
             signature = _signature(data, child, None if encloses else used)
             if signature:
                 parts.append(signature)

@@ -107,6 +107,7 @@ class Document:
     tree: Tree | None = None
     _parser: Parser | None = field(default=None, repr=False)
     _line_starts: list[int] = field(default_factory=list, repr=False)
+    _tree_before: tuple[int, Tree] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._index_lines()
@@ -163,6 +164,16 @@ class Document:
         start = self.text.rfind("\n", 0, offset) + 1
         return Point(row, len(self.text[start:offset].encode("utf-8", "surrogatepass")))
 
+    def tree_before(self, offset: int) -> Tree | None:
+        """A tree of `text[:offset]` alone, kept until an edit lands before `offset`. Unlike
+        `tree` it holds still while the code after `offset` is half-typed: one unclosed bracket
+        there turns the whole file's tree into a single ERROR node."""
+        if self.tree is None or self._parser is None:
+            return None
+        if self._tree_before is None or self._tree_before[0] != offset:
+            self._tree_before = (offset, self._parser.parse(self.text[:offset].encode("utf-8", "surrogatepass")))
+        return self._tree_before[1]
+
     # -- edits ----------------------------------------------------------------------------------
     def replace(self, start: int, end: int, new_text: str) -> None:
         """Replace text[start:end] (character offsets, clamped into the text) and keep the tree
@@ -174,6 +185,8 @@ class Document:
             start_point, old_end_point = self._point(start), self._point(end)
         self.text = self.text[:start] + new_text + self.text[end:]
         self._index_lines()
+        if self._tree_before is not None and start < self._tree_before[0]:
+            self._tree_before = None
         if self.tree is not None:
             new_end = start + len(new_text)
             self.tree.edit(
@@ -189,6 +202,7 @@ class Document:
 
     def replace_all(self, text: str) -> None:
         self.text = text
+        self._tree_before = None
         self._index_lines()
         if self._parser is not None:
             self._reparse(None)

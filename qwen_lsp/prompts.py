@@ -20,6 +20,22 @@ def template(name: str) -> Template:
     raise FileNotFoundError(f"prompt template {name!r} is missing from {_PACKAGED} and {_SOURCE}")
 
 
+# Every special token of Qwen2.5. The Instruct GGUF names only <|im_end|> as end of sequence, so
+# the local engine stops on all of them; and none may be read as a token in the user's text.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
+_ZERO_WIDTH_SPACE = "\u200b"
+
+
 class Prompt(str):
     """A rendered template that remembers where the filled-in values lie (`user_spans`).
 
@@ -56,3 +72,25 @@ def render(name: str, **values: object) -> Prompt:
     prompt = Prompt("".join(pieces))
     prompt.user_spans = tuple(spans)
     return prompt
+
+
+def defuse(text: str) -> str:
+    """`text` with each special token's spelling broken by a zero-width space. For backends that
+    read special tokens anywhere in the text they are sent (llama-server, vLLM and Ollama all
+    do), so a file holding "<|im_end|>" cannot end a turn or move a FIM prompt's cursor."""
+    for token in SPECIAL_TOKENS:
+        if token in text:
+            text = text.replace(token, token[:2] + _ZERO_WIDTH_SPACE + token[2:])
+    return text
+
+
+def defuse_user_text(prompt: str) -> str:
+    """The prompt with the values filled into its template defused (a plain str: all of it)."""
+    spans = getattr(prompt, "user_spans", None)
+    if spans is None:
+        return defuse(prompt)
+    pieces, done = [], 0
+    for start, end in spans:
+        pieces += [prompt[done:start], defuse(prompt[start:end])]
+        done = end
+    return "".join([*pieces, prompt[done:]])

@@ -27,6 +27,8 @@ FIX_COMMAND = "qwen.fix"
 SOURCE = "qwen-lsp"
 REPORTS_PER_SECOND = 20
 STATUS_REQUEST = "qwen/status"
+# Settings the engine is built from: changing one replaces the engine.
+ENGINE_SETTINGS = ("model", "n_ctx", "n_threads", "backend", "endpoint", "model_name")
 
 EngineFactory = Callable[[Settings], Engine]
 
@@ -52,6 +54,7 @@ class QwenLanguageServer(LanguageServer):
         self._explain_tokens: dict[lsp.ProgressToken, asyncio.Task[Any]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._reported_errors: set[str] = set()
+        self._failure_shown: str | None = None
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         # pygls shows every failure outside a request as a message; one failing on each
@@ -77,14 +80,30 @@ class QwenLanguageServer(LanguageServer):
             self._engine.start()
         return self._engine
 
+    def restart_engine(self) -> None:
+        """Build the engine afresh from the current settings; requests already queued on the old
+        one are still served by it, new ones go to the new one."""
+        old, self._engine = self._engine, None
+        if old is not None:
+            old.close()
+        self._failure_shown = None
+        self.engine  # noqa: B018 - start loading now
+        self._background(self.report_engine_load())
+
     def _threadsafe(self, callback: Callable[[EngineStatus], None]) -> Callable[[EngineStatus], None]:
         loop = asyncio.get_running_loop()
         return lambda status: loop.call_soon_threadsafe(callback, status)
 
     def _on_engine_status(self, status: EngineStatus) -> None:
         log.info("engine: %s %s", status.state.value, status.message)
-        if status.state is EngineState.FAILED:
+        if status.state is EngineState.FAILED and status.message != self._failure_shown:
+            # A load retried (see LocalEngine) and failing the same way is not news.
+            self._failure_shown = status.message
             self.window_show_message(lsp.ShowMessageParams(lsp.MessageType.Error, f"qwen-lsp: {status.message}"))
+        elif status.state is EngineState.READY:
+            if self._failure_shown is not None:
+                self.window_show_message(lsp.ShowMessageParams(lsp.MessageType.Info, f"qwen-lsp: {status.message}"))
+            self._failure_shown = None
 
     def _background(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -202,7 +221,9 @@ def create_server(engine_factory: EngineFactory) -> QwenLanguageServer:
 
     @server.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: QwenLanguageServer, params: lsp.DidChangeConfigurationParams) -> None:
-        ls.settings = parse_settings(params.settings, ls.settings)
+        before, ls.settings = ls.settings, parse_settings(params.settings, ls.settings)
+        if ls._engine is not None and any(getattr(before, name) != getattr(ls.settings, name) for name in ENGINE_SETTINGS):
+            ls.restart_engine()
 
     # -- document sync ---------------------------------------------------------------------------
     @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
@@ -238,6 +259,7 @@ def create_server(engine_factory: EngineFactory) -> QwenLanguageServer:
     @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: QwenLanguageServer, params: lsp.DidCloseTextDocumentParams) -> None:
         ls.documents.close(params.text_document.uri)
+        completer.forget(params.text_document.uri)
 
     # -- completion ------------------------------------------------------------------------------
     completer = completion.Completer(lambda: server.engine)

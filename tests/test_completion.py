@@ -13,7 +13,7 @@ from pytest_lsp import client_capabilities
 
 from qwen_lsp import postprocess
 from qwen_lsp.context import Context, Mode
-from tests.conftest import open_doc, position_of, server_env, server_status
+from tests.conftest import open_doc, position_of, server_env, server_status, settled_status
 
 BODY = '''import math
 
@@ -111,6 +111,51 @@ async def test_a_newer_request_from_the_same_document_supersedes_the_older(clien
     longest = max(status["recent"], key=lambda r: r["prompt_tokens"])
     assert longest["stop_reason"] == "cancelled", longest
     assert longest["generated_tokens"] < 48, longest
+
+
+async def test_keystrokes_that_outrun_the_model_leave_one_generation(client, tmp_path):
+    """An editor that never cancels (Neovim's inline requests) sends a request per keystroke;
+    each newer one makes the older give up, so nothing queues behind stale work."""
+    uri = open_doc(client, str(tmp_path / "areas.py"), BODY)
+    at = end_of(BODY)
+    await inline(client, uri, at)  # warm: the model is loaded and the prompt is cached
+    seen = len((await server_status(client))["recent"])
+    word = "abs(radius) * 0.5"  # not what the model suggests, so no type-through
+    requests = []
+    for number, char in enumerate(word):
+        type_text(client, uri, number + 2, lsp.Position(at.line, at.character + number), char)
+        requests.append(asyncio.ensure_future(inline(client, uri, lsp.Position(at.line, at.character + number + 1))))
+    answers = await asyncio.gather(*requests)
+    assert answers[-1].items and answers[-1].items[0].insert_text.strip(), "the newest request is answered"
+    for answer in answers[:-1]:
+        for item in answer.items:  # an older request gives up, or was answered before the next came
+            assert item.range.start.character <= at.character + len(word)
+    status = await settled_status(client, seen + 1)
+    finished = [r for r in status["recent"][seen:] if r["stop_reason"] != "cancelled" and r["generated_tokens"]]
+    assert len(finished) <= 3, f"{len(finished)} generations ran for {len(word)} keystrokes: {finished}"
+
+
+async def test_moving_the_window_reuses_the_kv_cache(client, tmp_path):
+    """Typing far enough moves the window's start down; the engine moves the cached tokens of
+    the window it keeps instead of reading the whole prompt again."""
+    helpers = "".join(f"def helper_{i}(x):\n    return x * {i} + {i * 7}\n\n\n" for i in range(120))
+    text = helpers + "def main(values):\n    total = 0\n    "
+    uri = open_doc(client, str(tmp_path / "long.py"), text)
+    await inline(client, uri, end_of(text))
+    first = await settled_status(client)
+    cold = first["recent"][-1]
+    # Type sixteen more lines: the anchor moves twice and the window's start with it. (They call
+    # nothing defined above the window: a newly used name adds its signature to the header at
+    # the front of the prompt, and then the whole prompt is read again.)
+    typed = "".join(f"total += values[{i}] * {i}\n    " for i in range(16))
+    type_text(client, uri, 2, end_of(text), typed)
+    seen = len(first["recent"])
+    await inline(client, uri, end_of(text + typed))
+    status = await settled_status(client, seen + 1)
+    moved = status["recent"][-1]
+    assert moved["prompt_tokens"] > 0.8 * cold["prompt_tokens"], (cold, moved)
+    assert moved["shifted_tokens"] > 0, moved
+    assert moved["evaluated_tokens"] < moved["prompt_tokens"] / 2, moved
 
 
 @pytest.mark.parametrize(

@@ -12,13 +12,19 @@ import sys
 import pytest
 from lsprotocol import types as lsp
 
+from qwen_lsp import fix
 from qwen_lsp.bench.fix_cases import CASES, PROGRAM, FixCase, enclosing_block
 from qwen_lsp.config import Settings
 from qwen_lsp.diagnostics import Problem, problems_in
 from qwen_lsp.documents import Document
 from qwen_lsp.engine.base import Engine, Generation, GenerationRequest
-from qwen_lsp import fix
-from tests.conftest import code_actions_parsed_right, open_doc, plain, server_env, server_status
+from tests.conftest import (
+    code_actions_parsed_right,
+    open_doc,
+    plain,
+    server_env,
+    server_status,
+)
 
 ONE_PER_KIND = {case.kind: case for case in reversed(CASES)}  # the first case of each kind
 KINDS = ["missing colon", "unclosed bracket", "misspelled name", "missing import", "wrong attribute", "mixed tabs"]

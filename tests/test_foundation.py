@@ -101,6 +101,20 @@ async def test_missing_model_gives_a_clear_error_and_the_server_lives_on(make_cl
     assert "qwen-lsp[model]" in errors[0].message
 
 
+async def test_a_model_put_in_place_after_a_failed_load_is_used_without_restart(make_client, model_path, tmp_path):
+    target = tmp_path / "later.gguf"
+    client = await make_client(env=server_env(QWEN_LSP_MODEL=str(target)))
+    uri = open_doc(client, str(tmp_path / "a.py"), "def add(a, b):\n    return ")
+    with pytest.raises(JsonRpcException):
+        await inline_completion(client, uri, lsp.Position(1, 11))
+    target.symlink_to(model_path)  # the user fixes the setup; the editor keeps running
+    result = await inline_completion(client, uri, lsp.Position(1, 11))
+    assert result.items and result.items[0].insert_text.strip()
+    messages = [(m.type, m.message) for m in client.messages]
+    assert [t for t, _ in messages] == [lsp.MessageType.Error, lsp.MessageType.Info], messages
+    assert "later.gguf" in messages[0][1] and "loaded" in messages[1][1]
+
+
 async def test_a_file_that_is_not_a_model_is_refused(make_client, tmp_path):
     bogus = tmp_path / "bogus.gguf"
     bogus.write_bytes(b"GGUF" + b"\x00" * 1000)

@@ -313,6 +313,22 @@ async def test_endpoint_down_gives_a_clear_error_and_recovers_when_it_returns(mo
     assert (await server_status(client))["state"] == "ready"
 
 
+async def test_switching_the_backend_in_the_settings_replaces_the_engine(model_server, start_lsp, tmp_path):
+    server = model_server.ensure_running()
+    # Starts on the local backend with no model: every completion fails.
+    client = await start_lsp([], env={**with_key(), "QWEN_LSP_MODEL": str(tmp_path / "none.gguf")})
+    uri = open_doc(client, str(tmp_path / "a.py"), "def add(x, y):\n    return ")
+    with pytest.raises(JsonRpcException):
+        await inline_completion(client, uri, lsp.Position(1, 11))
+    client.workspace_did_change_configuration(
+        lsp.DidChangeConfigurationParams(settings={"qwen": {"backend": "openai", "endpoint": server.endpoint}})
+    )
+    result = await inline_completion(client, uri, lsp.Position(1, 11))
+    assert result.items and result.items[0].insert_text.strip()
+    status = await server_status(client)
+    assert status["backend"] == "openai" and status["state"] == "ready"
+
+
 async def test_a_missing_api_key_is_named_in_the_error(model_server, start_lsp, tmp_path):
     client = await start_lsp(remote_args(model_server.ensure_running()), env=server_env())
     uri = open_doc(client, str(tmp_path / "a.py"), "def add(x, y):\n    return ")

@@ -23,9 +23,12 @@ def check(result: SoakResult, rss_growth_limit: int) -> None:
     # Nothing accumulates inside the server: no task, pending request or thread left behind.
     assert result.inside_after == result.inside_before
     assert result.threads[-1][1] == result.threads[0][1]
-    # Memory: after the first quarter (caches warm), RSS stays flat.
-    quarter = next(rss for sent, rss in result.rss if sent >= result.sent // 4)
-    assert result.rss[-1][1] - quarter < rss_growth_limit, f"RSS grew from {quarter / MB:.1f} MB to {result.rss[-1][1] / MB:.1f} MB"
+    # Memory: RSS stops growing. With the model it swings by tens of MB as buffers come and go
+    # (llama.cpp, the allocator), so the peaks of the two halves of the run are compared: a leak
+    # raises the second one.
+    half = len(result.rss) // 2
+    first, second = max(rss for _, rss in result.rss[:half]), max(rss for _, rss in result.rss[half:])
+    assert second - first < rss_growth_limit, f"RSS peaked at {first / MB:.1f} MB, then at {second / MB:.1f} MB"
 
 
 async def test_plumbing_soak_with_a_cancellation_storm():
@@ -36,8 +39,8 @@ async def test_plumbing_soak_with_a_cancellation_storm():
 
 async def test_real_model_soak(model_path):
     result = await run_soak(
-        SoakOptions(engine="local", requests=40, explain_every=20, samples=8, answer_timeout=900.0),
+        SoakOptions(engine="local", requests=160, explain_every=20, samples=32, answer_timeout=900.0),
         env=server_env(QWEN_LSP_MODEL=str(model_path)),
     )
-    check(result, rss_growth_limit=24 * MB)
+    check(result, rss_growth_limit=32 * MB)
     assert result.served > 0

@@ -219,9 +219,11 @@ def replay_sources() -> list[tuple[str, str, list[str]]]:
 @dataclass
 class ReplayResult:
     pause_seconds: list[float] = field(default_factory=list)
+    first_pauses: list[int] = field(default_factory=list)  # indexes of each file's first (cold) pause
     pause_exact: int = 0  # suggestions equal to the line the user then typed
     keystroke_seconds: list[float] = field(default_factory=list)
     keystroke_nonempty: int = 0
+    keystroke_suggested_in_time: int = 0  # answered with a suggestion before the next keystroke
     bare_seconds: list[float] = field(default_factory=list)
     bare_exact: int = 0
     bare_pauses: int = 0
@@ -253,14 +255,18 @@ async def run_replay(client: LanguageClient, bare_engine: Engine, settings: Sett
         async def keystroke() -> None:
             started = time.perf_counter()
             suggestion = await ask(client, uri, utf16_position(text))
-            result.keystroke_seconds.append(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            result.keystroke_seconds.append(seconds)
             result.keystroke_nonempty += bool(suggestion)
+            result.keystroke_suggested_in_time += bool(suggestion) and seconds <= interval
 
-        for line in body:
+        for number, line in enumerate(body):
             if lines_done >= max_lines:
                 break
             indent = line[: len(line) - len(line.lstrip())]
             insert("\n" + indent)  # Enter, and the editor's auto-indent
+            if number == 0:
+                result.first_pauses.append(len(result.pause_seconds))
             started = time.perf_counter()
             suggestion = await ask(client, uri, utf16_position(text))
             result.pause_seconds.append(time.perf_counter() - started)
@@ -271,6 +277,7 @@ async def run_replay(client: LanguageClient, bare_engine: Engine, settings: Sett
                 result.bare_seconds.append(seconds)
                 result.bare_exact += middle.strip() == line.strip()
                 result.bare_pauses += 1
+            print(f"    pause {len(result.pause_seconds)}: {result.pause_seconds[-1]:.2f}s", flush=True)
             for char in line[len(indent) :]:
                 insert(char)
                 pending.append(asyncio.ensure_future(keystroke()))
@@ -303,13 +310,18 @@ def figures(replay: ReplayResult | None, he: HumanEvalResult | None) -> dict[str
     out: dict[str, Any] = {}
     if replay is not None:
         before_next = sum(s <= 1 / CHARS_PER_SECOND for s in replay.keystroke_seconds)
+        warm = [s for i, s in enumerate(replay.pause_seconds) if i not in replay.first_pauses]
         out["replay"] = {
             "pauses": len(replay.pause_seconds),
             "pause_p50_s": percentile(replay.pause_seconds, 0.5),
             "pause_p95_s": percentile(replay.pause_seconds, 0.95),
+            "first_pause_in_a_file_p50_s": percentile([replay.pause_seconds[i] for i in replay.first_pauses], 0.5),
+            "later_pauses_p50_s": percentile(warm, 0.5),
+            "later_pauses_p95_s": percentile(warm, 0.95),
             "pause_exact_next_line": replay.pause_exact / max(1, len(replay.pause_seconds)),
             "keystrokes": len(replay.keystroke_seconds),
             "keystrokes_answered_before_next": before_next / max(1, len(replay.keystroke_seconds)),
+            "keystrokes_suggested_before_next": replay.keystroke_suggested_in_time / max(1, len(replay.keystroke_seconds)),
             "keystrokes_with_suggestion": replay.keystroke_nonempty / max(1, len(replay.keystroke_seconds)),
             "bare_pauses": replay.bare_pauses,
             "bare_p50_s": percentile(replay.bare_seconds, 0.5),
@@ -378,9 +390,13 @@ def write_report(out_dir: Path, command: str, result: dict[str, Any], replay: Re
             f"| pause latency p50 | {r['pause_p50_s']:.2f} s | {r['bare_p50_s']:.2f} s | ≤ 0.6 s |",
             f"| pause latency p95 | {r['pause_p95_s']:.2f} s | {r['bare_p95_s']:.2f} s | ≤ 1.5 s |",
             f"| suggestion = the line then typed | {r['pause_exact_next_line']:.2f} | {r['bare_exact_next_line']:.2f} | |",
+            f"| first pause after opening a file (cold prompt), p50 | {r['first_pause_in_a_file_p50_s']:.2f} s | | |",
+            f"| later pauses p50 / p95 | {r['later_pauses_p50_s']:.2f} s / {r['later_pauses_p95_s']:.2f} s | | |",
             f"| keystroke requests answered before the next keystroke | {r['keystrokes_answered_before_next']:.2f} | | ≥ 0.5 |",
+            f"| keystroke requests answered with a suggestion before the next keystroke | {r['keystrokes_suggested_before_next']:.2f} | | |",
             f"| keystroke answers carrying a suggestion | {r['keystrokes_with_suggestion']:.2f} | | |",
-            "", f"{r['pauses']} pauses ({r['bare_pauses']} also measured bare), {r['keystrokes']} keystroke requests.", "",
+            "", f"{r['pauses']} pauses ({len(replay.first_pauses) if replay else 0} of them the first in a freshly opened file; "
+            f"{r['bare_pauses']} also measured bare), {r['keystrokes']} keystroke requests.", "",
         ]
     if "humaneval" in result:
         h = result["humaneval"]

@@ -138,9 +138,9 @@ def summarize(samples: list[Sample]) -> list[dict[str, object]]:
         rows.append({
             "scenario": scenario, "requests": len(pairs), "in_process_median_s": local,
             "http_median_s": http, "ratio": http / local,
-            "median_paired_overhead_s": statistics.median(h.seconds - l.seconds for l, h in pairs),
+            "median_paired_overhead_s": statistics.median(h.seconds - lo.seconds for lo, h in pairs),
             "in_process_first_token_s": first["in-process"], "http_first_token_s": first["http"],
-            "same_text": sum(l.text == h.text for l, h in pairs),
+            "same_text": sum(lo.text == h.text for lo, h in pairs),
         })  # fmt: skip
     return rows
 

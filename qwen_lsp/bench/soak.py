@@ -117,7 +117,7 @@ async def run_soak(options: SoakOptions, env: dict[str, str] | None = None) -> S
     pid = client._server.pid  # type: ignore[union-attr]
     # pygls' client pipes the server's stderr and never reads it, as an editor would: once the
     # log fills the 64 KB pipe the server blocks in a log call. Drain it like an editor does.
-    stderr_drain = asyncio.ensure_future(_drain(client._server.stderr))  # type: ignore[union-attr]
+    _stderr_drain = asyncio.ensure_future(_drain(client._server.stderr))  # type: ignore[union-attr]  # (a reference keeps the task alive)
     uri = "file:///soak/weighted.py"
     try:
         await client.initialize_async(

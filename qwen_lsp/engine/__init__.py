@@ -21,7 +21,11 @@ def make_engine(settings: Settings, cli_model: str | None = None) -> Engine:
         return RemoteEngine(remote)
 
     from qwen_lsp.engine.local import LocalEngine, LocalSettings
-    from qwen_lsp.engine.model_pack import resolve_model
+    from qwen_lsp.engine.model_pack import model_signature, resolve_model
 
     local = LocalSettings(n_ctx=settings.n_ctx, n_threads=settings.n_threads or None)
-    return LocalEngine(local, lambda progress: resolve_model(cli_model, settings.model, progress))
+    return LocalEngine(
+        local,
+        lambda progress: resolve_model(cli_model, settings.model, progress),
+        lambda: model_signature(cli_model, settings.model),
+    )

@@ -78,6 +78,7 @@ class StopReason(enum.Enum):
 class GenerationStats:
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens whose KV cache was kept from the previous request
+    shifted_tokens: int = 0  # of those, tokens moved to a new position (see local.plan_reuse)
     evaluated_tokens: int = 0  # prompt tokens evaluated for this request (fewer if cancelled)
     generated_tokens: int = 0
     queued_seconds: float = 0.0

@@ -26,28 +26,17 @@ from qwen_lsp.engine.base import (
     EngineStatus,
     Generation,
     GenerationRequest,
+    GenerationStats,
     ModelUnavailable,
     StopReason,
 )
+from qwen_lsp.prompts import SPECIAL_TOKENS
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
 log = logging.getLogger(__name__)
 
-# Every special token of Qwen2.5: the Instruct GGUF names only <|im_end|> as end of sequence, so
-# FIM output would otherwise run on through <|endoftext|> and <|fim_*|> markers.
-QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-)
 
 
 def tokenize_prompt(llm: Llama, request: GenerationRequest) -> list[int]:
@@ -84,12 +73,44 @@ def longest_common_prefix(a: list[int], b: list[int]) -> int:
 
 
 @dataclass(frozen=True)
+class Shift:
+    """Cached tokens [cache_start, cache_start + length) serve as prompt tokens from
+    prompt_start on (the KV cells move down; their RoPE positions are rotated by llama.cpp)."""
+
+    cache_start: int
+    prompt_start: int
+    length: int
+
+
+def plan_reuse(cached: list[int], tokens: list[int], min_chunk: int) -> tuple[int, list[Shift]]:
+    """How much of `tokens` the KV cache can serve: the common prefix, then chunks of at least
+    `min_chunk` tokens found further on in the cache (text dropped from the prompt's middle, as
+    when the completion window's start moves down). llama-server's `--cache-reuse` does the same;
+    the moved cells keep attention computed over the dropped text, which llama.vim accepts too.
+    Returns the number of prompt tokens served and the moves that serve them."""
+    head_p = head_c = longest_common_prefix(cached, tokens)
+    shifts: list[Shift] = []
+    while head_c < len(cached) and head_p + min_chunk <= len(tokens):
+        n = 0
+        while head_c + n < len(cached) and head_p + n < len(tokens) and cached[head_c + n] == tokens[head_p + n]:
+            n += 1
+        if n >= min_chunk:
+            shifts.append(Shift(head_c, head_p, n))
+            head_p, head_c = head_p + n, head_c + n
+        else:
+            head_c += 1
+    return head_p, shifts
+
+
+@dataclass(frozen=True)
 class LocalSettings:
     model_path: str | None = None  # --model / QWEN_LSP_MODEL / initializationOptions.model
     n_ctx: int = 4096
     n_threads: int | None = None  # None: one per core
     # Tokens per prompt-evaluation step: a cancellation or progress report waits at most this long.
     prompt_chunk: int = 32
+    # Shortest run of cached tokens moved to a new position rather than evaluated again.
+    min_reuse_chunk: int = 64
     # Read the weights into memory instead of mapping the file: with a mapping, a model file
     # truncated or overwritten in place while the server runs (`cp new.gguf model.gguf`) kills
     # the process with SIGBUS. Costs ~0.25 s more load time and keeps no page shared.
@@ -102,15 +123,29 @@ class _Job:
     generation: Generation
 
 
+# A failed load is tried again on a request once this long has passed, or at once when what
+# the model resolver reads has changed (the user put the model file in place).
+LOAD_RETRY_SECONDS = 60.0
+
+
 class LocalEngine(Engine):
-    def __init__(self, settings: LocalSettings, model_resolver: Callable[..., Path]) -> None:
+    def __init__(
+        self,
+        settings: LocalSettings,
+        model_resolver: Callable[..., Path],
+        model_signature: Callable[[], object] = lambda: None,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self._resolve_model = model_resolver
+        self._model_signature = model_signature
+        self._failed_at = 0.0
+        self._failed_signature: object = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._llm: Llama | None = None
         self._stop_token_ids: frozenset[int] = frozenset()
+        self._can_shift = False
         self.model_path: Path | None = None
         self.load_seconds: float | None = None
         self._failure: ModelUnavailable | None = None
@@ -127,7 +162,7 @@ class LocalEngine(Engine):
         on_prompt_progress: Callable[[float], None] | None = None,
     ) -> Generation:
         generation = Generation(request, asyncio.get_running_loop(), on_prompt_progress)
-        if self._failure is not None:
+        if self._failure is not None and not self._retry_due():
             generation.emit_done(self._failure)
         else:
             self.start()
@@ -153,16 +188,10 @@ class LocalEngine(Engine):
         return self.settings.n_threads or max(1, os.cpu_count() or 1)
 
     def _run(self) -> None:
-        try:
-            self._load()
-        except ModelUnavailable as exc:
-            self._failure = exc
-            self._set_status(EngineStatus(EngineState.FAILED, str(exc)))
-        except Exception as exc:  # noqa: BLE001 - any load failure must become a clear error
-            log.exception("model load failed")
-            self._failure = ModelUnavailable(f"Could not load the model: {exc}")
-            self._set_status(EngineStatus(EngineState.FAILED, str(self._failure)))
+        self._try_load()
         while (job := self._jobs.get()) is not None:
+            if self._failure is not None and self._retry_due():
+                self._try_load()
             if self._failure is not None:
                 job.generation.emit_done(self._failure)
                 continue
@@ -173,6 +202,27 @@ class LocalEngine(Engine):
             except Exception as exc:  # noqa: BLE001 - one bad request must not kill the worker
                 log.exception("generation failed")
                 job.generation.emit_done(exc if isinstance(exc, EngineError) else EngineError(str(exc)))
+        self._llm = None  # closed: free the model's memory now, not when the engine is collected
+
+    def _retry_due(self) -> bool:
+        return (
+            time.monotonic() - self._failed_at >= LOAD_RETRY_SECONDS
+            or self._model_signature() != self._failed_signature
+        )
+
+    def _try_load(self) -> None:
+        try:
+            self._load()
+            self._failure = None
+            return
+        except ModelUnavailable as exc:
+            failure = exc
+        except Exception as exc:  # noqa: BLE001 - any load failure must become a clear error
+            log.exception("model load failed")
+            failure = ModelUnavailable(f"Could not load the model: {exc}")
+        self._failed_at, self._failed_signature = time.monotonic(), self._model_signature()
+        self._failure = failure
+        self._set_status(EngineStatus(EngineState.FAILED, str(failure)))
 
     def _load(self) -> None:
         self._set_status(EngineStatus(EngineState.PREPARING, "Preparing the model", 0.0))
@@ -181,7 +231,8 @@ class LocalEngine(Engine):
         )
         self.model_path = path
         self._set_status(EngineStatus(EngineState.LOADING, f"Loading {path.name}"))
-        from llama_cpp import Llama  # heavy import, deferred so the server starts at once
+        import llama_cpp  # heavy import, deferred so the server starts at once
+        from llama_cpp import Llama
 
         started = time.perf_counter()
         try:
@@ -198,12 +249,14 @@ class LocalEngine(Engine):
             raise ModelUnavailable(f"{path} is not a loadable GGUF model ({exc}).") from exc
         self.load_seconds = time.perf_counter() - started
         self._stop_token_ids = self._special_token_ids()
+        memory = llama_cpp.llama_get_memory(self._llm.ctx)
+        self._can_shift = memory is not None and llama_cpp.llama_memory_can_shift(memory)
         self._set_status(EngineStatus(EngineState.READY, f"{path.name} loaded in {self.load_seconds:.1f} s"))
 
     def _special_token_ids(self) -> frozenset[int]:
         assert self._llm is not None
         ids = {self._llm.token_eos()}
-        for text in QWEN_SPECIAL_TOKENS:
+        for text in SPECIAL_TOKENS:
             tokens = self._llm.tokenize(text.encode(), add_bos=False, special=True)
             if len(tokens) == 1:
                 ids.add(tokens[0])
@@ -228,8 +281,7 @@ class LocalEngine(Engine):
 
         # KV reuse: keep what the cache already holds of this prompt. At least one token is
         # evaluated so that fresh logits exist to sample from.
-        cached = list(llm.input_ids[: llm.n_tokens])
-        reuse = min(longest_common_prefix(cached, tokens), len(tokens) - 1)
+        reuse = min(self._reuse_cache(llm, tokens, stats), len(tokens) - 1)
         stats.reused_tokens = reuse
         llm.n_tokens = reuse  # Llama.eval drops the KV cache past n_tokens
 
@@ -247,6 +299,17 @@ class LocalEngine(Engine):
         stats.prompt_seconds = time.perf_counter() - started
 
         self._sample_loop(llm, gen, request)
+
+    def _reuse_cache(self, llm: Llama, tokens: list[int], stats: GenerationStats) -> int:
+        cached = list(llm.input_ids[: llm.n_tokens])
+        min_chunk = self.settings.min_reuse_chunk if self._can_shift else len(tokens) + 1
+        served, shifts = plan_reuse(cached, tokens, min_chunk)
+        for shift in shifts:
+            llm._ctx.kv_cache_seq_rm(0, shift.prompt_start, shift.cache_start)
+            llm._ctx.kv_cache_seq_shift(0, shift.cache_start, shift.cache_start + shift.length, shift.prompt_start - shift.cache_start)
+            llm.input_ids[shift.prompt_start : shift.prompt_start + shift.length] = tokens[shift.prompt_start : shift.prompt_start + shift.length]
+            stats.shifted_tokens += shift.length
+        return served
 
     def _sample_loop(self, llm: Llama, gen: Generation, request: GenerationRequest) -> None:
         stats = gen.stats

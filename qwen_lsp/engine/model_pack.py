@@ -190,6 +190,24 @@ def bundled_model(progress: Progress | None = None) -> Path:
         ) from exc
 
 
+def model_signature(cli_path: str | None, init_option_path: str | None) -> tuple[object, ...]:
+    """What `resolve_model` would read, as sizes and modification times: after a failed load, a
+    change here means the user has fixed something and loading is worth trying again."""
+
+    def stat(path: Path) -> tuple[int, int] | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        return info.st_size, info.st_mtime_ns
+
+    for value in (cli_path, os.environ.get("QWEN_LSP_MODEL"), init_option_path):
+        if value:
+            return value, stat(Path(value).expanduser())
+    parts = part_paths() or []
+    return "bundled", tuple(stat(path) for path in parts), stat(cache_dir() / MODEL_FILE_NAME)
+
+
 def resolve_model(
     cli_path: str | None,
     init_option_path: str | None,

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from qwen_lsp import prompts
 from qwen_lsp.engine.base import (
     Engine,
     EngineError,
@@ -205,11 +206,13 @@ class RemoteEngine(Engine):
         }
         if request.stop:
             body["stop"] = list(request.stop[:SERVER_STOP_LIMIT])
+        # These servers read special tokens anywhere in what they are sent: the user's text is
+        # defused first (the local engine tokenizes it as plain text instead).
         if request.prompt is not None:
-            body["prompt"] = request.prompt
+            body["prompt"] = prompts.defuse_user_text(request.prompt)
         else:
             assert request.messages is not None
-            body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+            body["messages"] = [{"role": m.role, "content": prompts.defuse(m.content)} for m in request.messages]
         return body
 
     async def _stream(self, gen: Generation) -> None:
@@ -260,9 +263,17 @@ class RemoteEngine(Engine):
         """Open a streamed response, waiting out a remote model that is still loading."""
         url = self.endpoint + path
         deadline = time.monotonic() + self.settings.load_timeout
+        stale_retried = False
         while True:
             try:
                 response = await self.client.send(self.client.build_request(method, url, json=body), stream=True)
+            except httpx.RemoteProtocolError as exc:
+                if stale_retried:
+                    raise self._failure(f"The connection to {self.endpoint} failed: {_reason(exc)}") from exc
+                # Closed without an answer: a kept-alive connection the server had just closed.
+                # Nothing reached the model; ask once more on a fresh connection.
+                stale_retried = True
+                continue
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 raise self._failure(
                     f"Cannot reach the model server at {self.endpoint} ({_reason(exc)}). Start it or fix "
