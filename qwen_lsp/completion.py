@@ -102,22 +102,24 @@ class Completer:
         self._requests.pop(uri, None)
 
     async def _generate(self, settings: Settings, uri: str, ctx: Context, before: str, after: str) -> str | None:
-        flight = self._start(settings, uri, ctx, before, after)
-        text = await flight.result()
+        text = await self._run(settings, uri, ctx, before, after)
         if text is None:
             return None
-        text = _complete_lines(text, flight, ctx)
         indent = postprocess.missing_indent(text, ctx)
         if indent is not None:
             # Ask again as an auto-indenting editor would have placed the cursor (the prompt
             # only grows by the indentation, so this costs a few tokens, not the window).
             indented = dataclasses.replace(ctx, middle=ctx.middle + indent, line_prefix=indent)
-            again = self._start(settings, uri, indented, before + indent, after)
-            text = await again.result()
-            if not text or not (cleaned := postprocess.clean(_complete_lines(text, again, indented), indented)):
-                return None
-            return indent + cleaned
+            again = await self._run(settings, uri, indented, before + indent, after)
+            cleaned = postprocess.clean(again, indented) if again else None
+            return indent + cleaned if cleaned else None
         return postprocess.clean(text, ctx)
+
+    async def _run(self, settings: Settings, uri: str, ctx: Context, before: str, after: str) -> str | None:
+        """A new generation's text (None if it was superseded), a block cut short trimmed."""
+        flight = self._start(settings, uri, ctx, before, after)
+        text = await flight.result()
+        return None if text is None else complete_lines(text, flight.generation.stats.stop_reason, ctx)
 
     def _start(self, settings: Settings, uri: str, ctx: Context, before: str, after: str) -> Flight:
         if self._warming is not None and not self._warming.done:
@@ -136,9 +138,9 @@ class Completer:
         return flight
 
 
-def _complete_lines(text: str, flight: Flight, ctx: Context) -> str:
+def complete_lines(text: str, stop_reason: StopReason | None, ctx: Context) -> str:
     """A block cut short by the time or token budget keeps only its complete lines."""
-    cut_short = flight.generation.stats.stop_reason in (StopReason.TIME, StopReason.LENGTH)
+    cut_short = stop_reason in (StopReason.TIME, StopReason.LENGTH)
     if ctx.mode is Mode.BLOCK and cut_short and "\n" in text.strip("\n"):
         return text[: text.rstrip("\n").rfind("\n")]
     return text

@@ -12,7 +12,9 @@ from lsprotocol import types as lsp
 from pytest_lsp import client_capabilities
 
 from qwen_lsp import postprocess
+from qwen_lsp.completion import complete_lines
 from qwen_lsp.context import Context, Mode
+from qwen_lsp.engine.base import StopReason
 from tests.conftest import open_doc, position_of, server_env, server_status, settled_status
 
 BODY = '''import math
@@ -251,3 +253,12 @@ def test_block_stops_at_the_dedent():
     text = "    if x:\n        return 1\n    return 2\nprint(3)\n"
     context = ctx("", mode=Mode.BLOCK, indent="    ")
     assert postprocess.clean(text, context) == "    if x:\n        return 1\n    return 2"
+
+
+def test_a_block_cut_short_keeps_its_complete_lines():
+    block = ctx("", mode=Mode.BLOCK, indent="    ")
+    text = "    if x:\n        return 1\n    ret"
+    assert complete_lines(text, StopReason.TIME, block) == "    if x:\n        return 1"
+    assert complete_lines(text, StopReason.STOP, block) == text
+    assert complete_lines("    return x + y", StopReason.TIME, block) == "    return x + y", "one line: kept"
+    assert complete_lines("x + y", StopReason.TIME, ctx("    return ")) == "x + y", "a line: not a block"

@@ -115,6 +115,16 @@ async def test_a_model_put_in_place_after_a_failed_load_is_used_without_restart(
     assert "later.gguf" in messages[0][1] and "loaded" in messages[1][1]
 
 
+async def test_changing_an_engine_setting_replaces_the_engine(client, tmp_path):
+    uri = open_doc(client, str(tmp_path / "a.py"), "def add(a, b):\n    return ")
+    assert (await inline_completion(client, uri, lsp.Position(1, 11))).items
+    client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings={"qwen": {"nCtx": 2048}}))
+    other = open_doc(client, str(tmp_path / "b.py"), "def sub(a, b):\n    return ")
+    assert (await inline_completion(client, other, lsp.Position(1, 11))).items
+    status = await server_status(client)
+    assert status["n_ctx"] == 2048 and status["state"] == "ready"
+
+
 async def test_a_file_that_is_not_a_model_is_refused(make_client, tmp_path):
     bogus = tmp_path / "bogus.gguf"
     bogus.write_bytes(b"GGUF" + b"\x00" * 1000)

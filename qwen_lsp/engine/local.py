@@ -123,6 +123,11 @@ class _Job:
     generation: Generation
 
 
+# With two models alive in one process, llama.cpp 0.3.36 segfaults now and then in decode
+# (ggml_cpu_extra_compute_forward), even when they are used in turn. So one engine at a time
+# holds a model: an engine replaced by a settings change serves its queue and frees its model
+# before its successor loads.
+_ONE_MODEL = threading.Lock()
 # A failed load is tried again on a request once this long has passed, or at once when what
 # the model resolver reads has changed (the user put the model file in place).
 LOAD_RETRY_SECONDS = 60.0
@@ -188,6 +193,10 @@ class LocalEngine(Engine):
         return self.settings.n_threads or max(1, os.cpu_count() or 1)
 
     def _run(self) -> None:
+        with _ONE_MODEL:
+            self._work()
+
+    def _work(self) -> None:
         self._try_load()
         while (job := self._jobs.get()) is not None:
             if self._failure is not None and self._retry_due():
