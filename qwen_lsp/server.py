@@ -87,7 +87,11 @@ class QwenLanguageServer(LanguageServer):
         if old is not None:
             old.close()
         self._failure_shown = None
-        self.engine  # noqa: B018 - start loading now
+        self.start_engine()
+
+    def start_engine(self) -> None:
+        """Start loading the model in the background now, showing the load as `$/progress`."""
+        self.engine  # noqa: B018
         self._background(self.report_engine_load())
 
     def _threadsafe(self, callback: Callable[[EngineStatus], None]) -> Callable[[EngineStatus], None]:
@@ -211,8 +215,7 @@ def create_server(engine_factory: EngineFactory) -> QwenLanguageServer:
 
     @server.feature(lsp.INITIALIZED)
     def initialized(ls: QwenLanguageServer, params: lsp.InitializedParams) -> None:
-        ls.engine  # noqa: B018 - start loading the model in the background now
-        ls._background(ls.report_engine_load())
+        ls.start_engine()
 
     @server.feature(lsp.SHUTDOWN)
     def shutdown(ls: QwenLanguageServer, params: None) -> None:

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 def tokenize_prompt(llm: Llama, request: GenerationRequest) -> list[int]:
     """The request's tokens. Special tokens are read in template text only: text from the
     user's files (chat message contents, the values filled into a `prompts.Prompt`) is
@@ -311,8 +310,9 @@ class LocalEngine(Engine):
 
     def _reuse_cache(self, llm: Llama, tokens: list[int], stats: GenerationStats) -> int:
         cached = list(llm.input_ids[: llm.n_tokens])
-        min_chunk = self.settings.min_reuse_chunk if self._can_shift else len(tokens) + 1
-        served, shifts = plan_reuse(cached, tokens, min_chunk)
+        if not self._can_shift:
+            return longest_common_prefix(cached, tokens)
+        served, shifts = plan_reuse(cached, tokens, self.settings.min_reuse_chunk)
         for shift in shifts:
             llm._ctx.kv_cache_seq_rm(0, shift.prompt_start, shift.cache_start)
             llm._ctx.kv_cache_seq_shift(0, shift.cache_start, shift.cache_start + shift.length, shift.prompt_start - shift.cache_start)
