@@ -94,7 +94,7 @@ def make_server(model: str | None, backend: dict[str, str] | None = None) -> Any
     import attrs
 
     from qwen_lsp.engine import make_engine
-    from qwen_lsp.server import create_server
+    from qwen_lsp.lsp.server import create_server
 
     return create_server(lambda settings: make_engine(attrs.evolve(settings, **(backend or {})), model))
 
@@ -249,6 +249,7 @@ async def run_doctor(args: argparse.Namespace) -> int:
     from qwen_lsp.engine import make_engine
     from qwen_lsp.engine.base import EngineState, GenerationRequest
     from qwen_lsp.engine.model_pack import sha256_of
+    from qwen_lsp.engine.tokens import Prompt
 
     engine = make_engine(Settings(**backend_settings(args)), args.model)
     progress = TerminalProgress()
@@ -263,8 +264,8 @@ async def run_doctor(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     engine.start()
     # A first request waits for the load, and its stats carry the speed.
-    sample = (Path(__file__).parent / "documents.py").read_text()[:1500]
-    generation = engine.generate(GenerationRequest(prompt=sample, max_tokens=0))
+    sample = (Path(__file__).parent / "syntax" / "documents.py").read_text()[:1500]
+    generation = engine.generate(GenerationRequest(prompt=Prompt.template(sample), max_tokens=0))
     try:
         await generation.complete()
     except Exception as exc:  # noqa: BLE001 - doctor reports every failure instead of crashing
@@ -275,7 +276,7 @@ async def run_doctor(args: argparse.Namespace) -> int:
     ready = ready_at[0] - started
     info = engine.describe()
     prompt = generation.stats
-    gen = engine.generate(GenerationRequest(prompt="<|im_start|>user\nWrite a long Python class for a bank account.<|im_end|>\n<|im_start|>assistant\n", max_tokens=64))
+    gen = engine.generate(GenerationRequest(prompt=Prompt.template("<|im_start|>user\nWrite a long Python class for a bank account.<|im_end|>\n<|im_start|>assistant\n"), max_tokens=64))
     await gen.complete()
     if info["backend"] == "openai":
         print(f"qwen-lsp {__version__}\nendpoint: {info['endpoint']}\nmodel: {info['model']}\nAPI key: {info['api_key']}")

@@ -19,7 +19,7 @@ from pygls.io_ import StdoutWriter, run_async
 from pygls.lsp.client import LanguageClient
 
 from qwen_lsp import __version__
-from qwen_lsp.server import QwenLanguageServer
+from qwen_lsp.lsp.server import QwenLanguageServer
 
 ProgressHandler = Callable[[lsp.ProgressParams], None]
 

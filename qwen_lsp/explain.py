@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qwen_lsp import prompts, symbols
+from qwen_lsp.prompting import render as prompts
+from qwen_lsp.syntax import symbols
 from qwen_lsp.config import Settings
-from qwen_lsp.documents import Document
+from qwen_lsp.syntax.documents import Document
 from qwen_lsp.engine.base import ChatMessage, Engine, GenerationRequest, StopReason
 
 # Context shown besides the selection, in characters (~4 per token; ~10 ms a token to read).

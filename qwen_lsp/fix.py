@@ -14,10 +14,11 @@ import re
 import sys
 from dataclasses import dataclass
 
-from qwen_lsp import prompts, symbols
+from qwen_lsp.prompting import render as prompts
+from qwen_lsp.syntax import symbols
 from qwen_lsp.config import Settings
-from qwen_lsp.diagnostics import Problem, problems_in
-from qwen_lsp.documents import Document
+from qwen_lsp.syntax.diagnostics import Problem, problems_in
+from qwen_lsp.syntax.documents import Document
 from qwen_lsp.edits import TextEdit, minimal_edits
 from qwen_lsp.engine.base import ChatMessage, Engine, GenerationRequest
 

@@ -11,9 +11,9 @@ import pytest
 from lsprotocol import types as lsp
 from pytest_lsp import client_capabilities
 
-from qwen_lsp import postprocess
-from qwen_lsp.completion import complete_lines
-from qwen_lsp.context import Context, Mode
+from qwen_lsp.completion import postprocess
+from qwen_lsp.completion.completer import complete_lines
+from qwen_lsp.completion.layout import Context, Mode
 from qwen_lsp.engine.base import StopReason
 from tests.conftest import open_doc, position_of, server_env, server_status, settled_status
 

@@ -5,9 +5,9 @@ cache whose prompt lost a stretch in the middle."""
 
 from __future__ import annotations
 
-from qwen_lsp import context
-from qwen_lsp.context import ANCHOR_STEP_LINES, CHARS_PER_TOKEN, Mode
-from qwen_lsp.documents import Document
+from qwen_lsp.completion import layout as context
+from qwen_lsp.completion.layout import ANCHOR_STEP_LINES, CHARS_PER_TOKEN, Mode
+from qwen_lsp.syntax.documents import Document
 from qwen_lsp.engine.local import Shift, plan_reuse
 
 BUDGET_TOKENS = 1024

@@ -10,8 +10,8 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 
 from qwen_lsp import explain
-from qwen_lsp.bench.fix_cases import PROGRAM
-from qwen_lsp.documents import Document
+from bench.fix_cases import PROGRAM
+from qwen_lsp.syntax.documents import Document
 from tests.conftest import code_actions_parsed_right, open_doc, plain, server_env, server_status
 
 OPTIONS = {"explainMaxTokens": 160}

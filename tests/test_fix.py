@@ -13,10 +13,10 @@ import pytest
 from lsprotocol import types as lsp
 
 from qwen_lsp import fix
-from qwen_lsp.bench.fix_cases import CASES, PROGRAM, FixCase, enclosing_block
+from bench.fix_cases import CASES, PROGRAM, FixCase, enclosing_block
 from qwen_lsp.config import Settings
-from qwen_lsp.diagnostics import Problem, problems_in
-from qwen_lsp.documents import Document
+from qwen_lsp.syntax.diagnostics import Problem, problems_in
+from qwen_lsp.syntax.documents import Document
 from qwen_lsp.engine.base import Engine, Generation, GenerationRequest
 from tests.conftest import (
     code_actions_parsed_right,

@@ -18,10 +18,10 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qwen_lsp.bench.fake_engine import FakeEngine
-from qwen_lsp.documents import Document
-from qwen_lsp.server import create_server
-from qwen_lsp.transport import FrameReader, serve
+from tests.fake_engine import FakeEngine
+from qwen_lsp.syntax.documents import Document
+from qwen_lsp.lsp.server import create_server
+from qwen_lsp.lsp.transport import FrameReader, serve
 
 EXAMPLES = int(os.environ.get("QWEN_LSP_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

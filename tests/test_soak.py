@@ -1,11 +1,11 @@
 """Bounded soaks: thousands of completion requests typed into a document, most cancelled within
 milliseconds, explains mixed in. Every request is answered, the server's memory stops growing
 after warm-up, and no thread, task or pending request is left behind. (`python -m
-qwen_lsp.bench soak` runs the same soak as a command and writes a report with a plot.)"""
+bench soak` runs the same soak as a command and writes a report with a plot.)"""
 
 from __future__ import annotations
 
-from qwen_lsp.bench.soak import SoakOptions, SoakResult, run_soak, summary
+from bench.soak import SoakOptions, SoakResult, run_soak, summary
 from tests.conftest import server_env
 
 MB = 1_000_000

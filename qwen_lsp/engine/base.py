@@ -18,6 +18,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from qwen_lsp.engine.tokens import Prompt
+
 
 class EngineError(Exception):
     """A request could not be served; the message is meant for the user."""
@@ -55,7 +57,7 @@ class ChatMessage:
 class GenerationRequest:
     """What to generate. Exactly one of `prompt` (raw text, e.g. FIM) and `messages` (chat)."""
 
-    prompt: str | None = None
+    prompt: Prompt | None = None
     messages: tuple[ChatMessage, ...] | None = None
     max_tokens: int = 64
     stop: tuple[str, ...] = ()

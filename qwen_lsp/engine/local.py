@@ -30,7 +30,7 @@ from qwen_lsp.engine.base import (
     ModelUnavailable,
     StopReason,
 )
-from qwen_lsp.prompts import SPECIAL_TOKENS
+from qwen_lsp.engine.tokens import SPECIAL_TOKENS
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 def tokenize_prompt(llm: Llama, request: GenerationRequest) -> list[int]:
     """The request's tokens. Special tokens are read in template text only: text from the
-    user's files (chat message contents, the values filled into a `prompts.Prompt`) is
+    user's files (chat message contents, the user pieces of a `tokens.Prompt`) is
     tokenized as plain text, so a file holding "<|im_end|>" or "<|fim_middle|>" cannot end a
     turn, start a new one or move the cursor of a FIM prompt."""
 
@@ -54,12 +54,8 @@ def tokenize_prompt(llm: Llama, request: GenerationRequest) -> list[int]:
             result += tokens(f"<|im_start|>{message.role}\n", True) + tokens(message.content, False)
             result += tokens("<|im_end|>\n", True)
         return result + tokens("<|im_start|>assistant\n", True)
-    prompt = request.prompt or ""
-    result, done = [], 0
-    for start, end in getattr(prompt, "user_spans", ()):
-        result += tokens(prompt[done:start], True) + tokens(prompt[start:end], False)
-        done = end
-    return result + tokens(prompt[done:], True)
+    assert request.prompt is not None
+    return [token for piece in request.prompt.pieces for token in tokens(piece.text, not piece.user)]
 
 
 def longest_common_prefix(a: list[int], b: list[int]) -> int:

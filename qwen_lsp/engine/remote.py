@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 
-from qwen_lsp import prompts
 from qwen_lsp.engine.base import (
     Engine,
     EngineError,
@@ -31,6 +30,7 @@ from qwen_lsp.engine.base import (
     GenerationStats,
     StopReason,
 )
+from qwen_lsp.engine.tokens import defuse
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +209,10 @@ class RemoteEngine(Engine):
         # These servers read special tokens anywhere in what they are sent: the user's text is
         # defused first (the local engine tokenizes it as plain text instead).
         if request.prompt is not None:
-            body["prompt"] = prompts.defuse_user_text(request.prompt)
+            body["prompt"] = request.prompt.defused()
         else:
             assert request.messages is not None
-            body["messages"] = [{"role": m.role, "content": prompts.defuse(m.content)} for m in request.messages]
+            body["messages"] = [{"role": m.role, "content": defuse(m.content)} for m in request.messages]
         return body
 
     async def _stream(self, gen: Generation) -> None:

@@ -6,7 +6,7 @@ Fix: success (the fixed file runs and prints what the intact program prints) and
 fix (unit, context, hints, verification, one retry) against the bare model asked to fix the
 whole file. Writes a Markdown report and a PNG plot under bench/results/.
 
-    python -m qwen_lsp.bench explain-fix [--fix-cases N] [--explain-cases N] [--out DIR]
+    python -m bench explain-fix [--fix-cases N] [--explain-cases N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen_lsp import explain, fix
-from qwen_lsp.bench.fix_cases import CASES, PROGRAM, FixCase, enclosing_block
+from bench.fix_cases import CASES, PROGRAM, FixCase, enclosing_block
 from qwen_lsp.config import Settings
-from qwen_lsp.diagnostics import Problem, problems_in
-from qwen_lsp.documents import Document
+from qwen_lsp.syntax.diagnostics import Problem, problems_in
+from qwen_lsp.syntax.documents import Document
 from qwen_lsp.edits import apply_edits
 from qwen_lsp.engine import make_engine
+from qwen_lsp.engine.tokens import Prompt
 from qwen_lsp.engine.base import ChatMessage, Engine, GenerationRequest
 
 EXPLAIN_TARGETS = ("calculate_total", "most_expensive", "summary", "parse_items", "boxes_needed")
@@ -150,7 +151,7 @@ def report(out: Path, explained: tuple[list[Timing], list[Timing]], fixed: list[
         "",
         f"Model: `{Path(str(engine.describe().get('model'))).name}`; both sides run in one process, one "
         "after the other for each task, on the same engine. Greedy decoding. Reproduce with "
-        "`python -m qwen_lsp.bench explain-fix`.",
+        "`python -m bench explain-fix`.",
         "",
         "## Explain (seconds, median)",
         "",
@@ -212,7 +213,7 @@ async def run(args: argparse.Namespace) -> Path:
     engine.start()
     try:
         # Wait for the model to load, so that no figure includes the load.
-        async with engine.generate(GenerationRequest(prompt="\n", max_tokens=0)) as warm_up:
+        async with engine.generate(GenerationRequest(prompt=Prompt.template("\n"), max_tokens=0)) as warm_up:
             await warm_up.complete()
         explained = await bench_explain(engine, settings, args.explain_cases)
         fixed = await bench_fix(engine, settings, CASES[: args.fix_cases])
@@ -222,7 +223,7 @@ async def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qwen_lsp.bench explain-fix", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench explain-fix", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fix-cases", type=int, default=len(CASES), help=f"how many fix cases (of {len(CASES)})")
     parser.add_argument("--explain-cases", type=int, default=len(EXPLAIN_TARGETS), help="how many functions to explain")
     parser.add_argument("--explain-tokens", type=int, default=200, help="most tokens per explanation")

@@ -13,11 +13,15 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qwen_lsp import context, postprocess, prompts
-from qwen_lsp.cache import Flight, SuggestionCache
+from qwen_lsp.completion import layout as context
+from qwen_lsp.completion import postprocess
+from qwen_lsp.engine.tokens import Prompt
+from qwen_lsp.prompting.render import render_prompt
+from qwen_lsp.completion.cache import SuggestionCache
+from qwen_lsp.completion.flight import Flight
 from qwen_lsp.config import Settings
-from qwen_lsp.context import Context, Mode
-from qwen_lsp.documents import Document
+from qwen_lsp.completion.layout import Context, Mode
+from qwen_lsp.syntax.documents import Document
 from qwen_lsp.engine.base import Engine, GenerationRequest, StopReason
 
 # An edit inserting at most this much is typing (a keystroke, or Enter with its indentation).
@@ -30,9 +34,9 @@ class Suggestion:
     offset: int
 
 
-def fim_prompt(ctx: Context) -> prompts.Prompt:
+def fim_prompt(ctx: Context) -> Prompt:
     """The prompt ends at the cursor (see context.py), so it also serves to warm the KV cache."""
-    return prompts.render("fim.txt", header=ctx.header, prefix=ctx.prefix, suffix=ctx.suffix, middle=ctx.middle)
+    return render_prompt("fim.txt", header=ctx.header, prefix=ctx.prefix, suffix=ctx.suffix, middle=ctx.middle)
 
 
 class Completer:

@@ -14,11 +14,14 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
-from qwen_lsp import __version__, completion, diagnostics, explain, fix, transport, watchdog
+from qwen_lsp import __version__, explain, fix, watchdog
+from qwen_lsp.completion import completer as completion
+from qwen_lsp.syntax import diagnostics
+from qwen_lsp.lsp import transport
 from qwen_lsp.config import Settings, parse_settings
-from qwen_lsp.documents import Document, Documents
+from qwen_lsp.syntax.documents import Document, Documents
 from qwen_lsp.engine.base import Engine, EngineError, EngineState, EngineStatus
-from qwen_lsp.protocol import QwenProtocol
+from qwen_lsp.lsp.protocol import QwenProtocol
 
 log = logging.getLogger(__name__)
 

@@ -35,13 +35,15 @@ from typing import Any
 from lsprotocol import types as lsp
 from pygls.lsp.client import LanguageClient
 
-from qwen_lsp import context, postprocess
-from qwen_lsp.completion import fim_prompt
+from qwen_lsp.completion import layout as context
+from qwen_lsp.completion import postprocess
+from qwen_lsp.completion.completer import fim_prompt
 from qwen_lsp.config import Settings
-from qwen_lsp.documents import Document
+from qwen_lsp.syntax.documents import Document
 from qwen_lsp.engine.base import Engine, GenerationRequest
 from qwen_lsp.engine.local import LocalEngine, LocalSettings
 from qwen_lsp.engine.model_pack import resolve_model
+from qwen_lsp.engine.tokens import Prompt
 
 DATA = Path(os.environ.get("QWEN_LSP_HUMANEVAL", "/work/shared/data/human-eval-infilling"))
 TASK_FILE = "HumanEval-SingleLineInfilling.jsonl.gz"
@@ -99,7 +101,7 @@ async def bare(engine: Engine, prefix: str, suffix: str, max_tokens: int) -> tup
     """The bare model: plain FIM prompt, greedy, cut at the first newline."""
     started = time.perf_counter()
     request = GenerationRequest(
-        prompt=f"<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>", max_tokens=max_tokens, stop=("\n",)
+        prompt=Prompt.template(f"<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"), max_tokens=max_tokens, stop=("\n",)
     )
     async with engine.generate(request) as generation:
         text = await generation.complete()
@@ -441,14 +443,14 @@ async def run(args: argparse.Namespace) -> int:
         bare_engine.close()
     result = figures(replay, he)
     print(json.dumps(result, indent=2))
-    command = "python -m qwen_lsp.bench completion " + " ".join(args.argv)
+    command = "python -m bench completion " + " ".join(args.argv)
     report = write_report(Path(args.out), command.strip(), result, replay, he)
     print(f"report: {report}")
     return 0
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qwen_lsp.bench completion")
+    parser = argparse.ArgumentParser(prog="python -m bench completion")
     parser.add_argument("--tasks", type=int, default=150, help="HumanEval tasks (every 6th of the 1,033; at most 150)")
     parser.add_argument("--lines", type=int, default=60, help="lines to type in the replay")
     parser.add_argument("--overhead-every", type=int, default=3, help="measure the engine alone on every Nth task")

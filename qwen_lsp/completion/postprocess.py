@@ -8,7 +8,7 @@ line, no trailing whitespace, and never an empty suggestion.
 
 from __future__ import annotations
 
-from qwen_lsp.context import Context, Mode
+from qwen_lsp.completion.layout import Context, Mode
 
 # A block suggestion stops after this many lines: longer ones are rarely accepted whole.
 MAX_BLOCK_LINES = 8

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tree_sitter import Node, Parser, Tree
 
-from qwen_lsp.documents import tree_sitter_language
+from qwen_lsp.syntax.documents import tree_sitter_language
 
 SYNTAX_PREFIX = "Syntax error: "
 _OPEN = {"(": ")", "[": "]", "{": "}"}

@@ -3,7 +3,7 @@
 It behaves like the local engine where the plumbing can tell: one worker thread takes requests
 in order, "evaluates" the prompt in chunks and "generates" tokens with small sleeps, checks for
 cancellation between steps, reports through the same `Generation` events and records stats.
-Run it as a stdio server with `python -m qwen_lsp.bench.fake_engine`; QWEN_LSP_FAKE_ANSWER, if
+Run it as a stdio server with `python -m tests.fake_engine`; QWEN_LSP_FAKE_ANSWER, if
 set, is the answer to every chat request (the safety tests give it a hostile one).
 """
 
@@ -64,7 +64,7 @@ class FakeEngine(Engine):
 
     def _serve(self, gen: Generation) -> None:
         stats, request = gen.stats, gen.request
-        text = request.prompt if request.prompt is not None else "".join(m.content for m in request.messages or ())
+        text = request.prompt.text if request.prompt is not None else "".join(m.content for m in request.messages or ())
         stats.prompt_tokens = len(text) // 4 + 1
         stats.evaluated_tokens = 0
         for _ in range(0, stats.prompt_tokens, 32 * 8):  # eight chunks per step keeps it brisk
@@ -87,7 +87,7 @@ class FakeEngine(Engine):
 
 def main() -> int:
     from qwen_lsp.cli import configure_logging
-    from qwen_lsp.server import create_server
+    from qwen_lsp.lsp.server import create_server
 
     configure_logging("WARNING", None)
     answer = os.environ.get("QWEN_LSP_FAKE_ANSWER")

@@ -27,7 +27,7 @@ from pygls.io_ import StdoutWriter
 if TYPE_CHECKING:
     from pygls.server import JsonRPCServer
 
-    from qwen_lsp.protocol import QwenProtocol
+    from qwen_lsp.lsp.protocol import QwenProtocol
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from tree_sitter import Node
 
-from qwen_lsp.documents import Document
+from qwen_lsp.syntax.documents import Document
 
 # Code is about 3 characters a token for this tokenizer (measured on stdlib code: 3.1-3.6); err
 # towards fewer characters so a window never overruns its budget.

@@ -1,6 +1,6 @@
 """Completion latency in-process vs through a local HTTP server, on the same prompts, in one run.
 
-    python -m qwen_lsp.bench remote [--tasks N] [--out DIR]
+    python -m bench remote [--tasks N] [--out DIR]
 
 The HTTP path is the architecture of llm-ls, llama.vim and Tabby: the editor's plugin talks to a
 model server on the same machine. Here the server is llama-cpp-python's `llama_cpp.server` with
@@ -32,7 +32,8 @@ from pathlib import Path
 
 import httpx
 
-from qwen_lsp import prompts
+from qwen_lsp.engine.tokens import Prompt
+from qwen_lsp.prompting import render as prompts
 from qwen_lsp.engine.base import Engine, GenerationRequest
 from qwen_lsp.engine.local import LocalEngine, LocalSettings
 from qwen_lsp.engine.model_pack import resolve_model
@@ -63,14 +64,14 @@ def load_tasks(path: Path, count: int) -> list[dict[str, str]]:
     return rows[::step][:count]
 
 
-def fim(prefix: str, suffix: str) -> str:
+def fim(prefix: str, suffix: str) -> Prompt:
     """The project's FIM template with a bare prefix and suffix (no header, nothing typed after
     the cursor): the same plain prompt for both engines."""
     values = dict.fromkeys(prompts.template("fim.txt").get_identifiers(), "")
-    return str(prompts.render("fim.txt", **{**values, "prefix": prefix, "suffix": suffix}))
+    return prompts.render_prompt("fim.txt", **{**values, "prefix": prefix, "suffix": suffix})
 
 
-async def timed(engine: Engine, prompt: str) -> tuple[float, float | None, str]:
+async def timed(engine: Engine, prompt: Prompt) -> tuple[float, float | None, str]:
     request = GenerationRequest(prompt=prompt, max_tokens=MAX_TOKENS, stop=("\n",))
     started = time.perf_counter()
     first: float | None = None
@@ -149,7 +150,7 @@ def report(rows: list[dict[str, object]], samples: list[Sample], out: Path, load
     lines = [
         "# Completion latency: in-process vs a local HTTP server",
         "",
-        "Command: `python -m qwen_lsp.bench remote` (the same prompts, one run, engines alternating).",
+        "Command: `python -m bench remote` (the same prompts, one run, engines alternating).",
         f"Model: the bundled Qwen2.5-Coder-0.5B-Instruct Q4_K_M; both engines {THREADS} threads, "
         f"n_ctx {N_CTX}, batch {N_BATCH}, greedy, at most {MAX_TOKENS} tokens, stop at end of line. "
         f"HTTP: llama-cpp-python's `llama_cpp.server`, streamed through qwen-lsp's remote engine "
@@ -244,7 +245,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qwen_lsp.bench remote", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench remote", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=12, help="HumanEval tasks (each timed 4 times)")
     parser.add_argument("--data", type=Path, default=DATA, help="HumanEval-SingleLineInfilling.jsonl.gz")
     parser.add_argument("--model", help="GGUF model (default: the bundled one)")

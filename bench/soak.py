@@ -1,7 +1,7 @@
 """Soak: thousands of completion requests typed into a document, most cancelled within
 milliseconds (what an editor does on every keystroke), with explain requests mixed in.
 
-    python -m qwen_lsp.bench soak [--engine fake|local] [--requests N] [--out DIR]
+    python -m bench soak [--engine fake|local] [--requests N] [--out DIR]
 
 Prints and writes (report.md, soak.json, soak.png): requests served and cancelled, p50/p95
 latency of the served ones, the server's RSS and threads after warm-up and at the end, asyncio
@@ -74,7 +74,7 @@ class SoakResult:
 
 def server_command(engine: str) -> list[str]:
     if engine == "fake":
-        return [sys.executable, "-m", "qwen_lsp.bench.fake_engine"]
+        return [sys.executable, "-m", "tests.fake_engine"]
     return [sys.executable, "-m", "qwen_lsp", "serve"]
 
 
@@ -276,7 +276,7 @@ def write_report(result: SoakResult, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qwen_lsp.bench soak", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=["fake", "local"], default="fake")
     parser.add_argument("--requests", type=int, default=SoakOptions.requests)
     parser.add_argument("--cancel-fraction", type=float, default=SoakOptions.cancel_fraction)

@@ -1,0 +1,1 @@
+"""Prompt templates (the files in `prompts/`) rendered for the engine."""
