@@ -1,8 +1,12 @@
-"""Every setting in one place, with its default and why.
+"""Every server setting in one place: its default, its documentation, and what changing it does.
+
+This class is the one source of truth: VS Code's `package.json`, the Neovim plugin's defaults
+table and its help file are generated from it (`python scripts/editor_settings.py --write`), and
+tests/test_settings.py fails when they drift.
 
 Settings come from `initializationOptions` and later `workspace/didChangeConfiguration`
-(either flat or under a `qwen` key); unknown keys are ignored and wrong types fall back to the
-default, so a typo in an editor's config never stops the server.
+(either flat or under a `qwen` key, names in snake_case or camelCase); unknown keys are ignored
+and wrong types fall back to the default, so a typo in an editor's config never stops the server.
 """
 
 from __future__ import annotations
@@ -15,48 +19,95 @@ import attrs
 log = logging.getLogger(__name__)
 
 
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    rebuilds_engine: bool = False,
+    user_only: bool = False,
+    choices: tuple[object, ...] = (),
+    minimum: int | None = None,
+) -> Any:
+    """A settings field. `doc` is what editors show the user. `rebuilds_engine`: a change loads the
+    model or reconnects (the engine is built from it). `user_only`: it decides which file is loaded
+    or where the user's code and API key are sent, so an editor must not take it from a
+    workspace's own config (a cloned repository). `choices`: anything else falls back to the
+    default. `minimum`: the least value editors offer."""
+    metadata = {"doc": doc, "rebuilds_engine": rebuilds_engine, "user_only": user_only, "choices": choices}
+    return attrs.field(default=default, metadata={**metadata, "minimum": minimum})
+
+
 @attrs.define(frozen=True)
 class Settings:
-    # Path to a GGUF model; empty means --model, QWEN_LSP_MODEL, then the bundled pack.
-    model: str = ""
-    # Context window of the in-process model, in tokens. 4096 keeps the KV cache near 50 MB.
-    n_ctx: int = 4096
-    # Threads for llama.cpp; 0 means one per core.
-    n_threads: int = 0
-    # Where the model runs: "local" (in-process, the fastest on one machine) or "openai" (a
-    # server speaking the OpenAI-compatible API: llama-server, vLLM, Ollama). The API key, if the
-    # server needs one, comes only from the QWEN_LSP_API_KEY environment variable.
-    backend: str = "local"
-    # The remote server's base URL, ending in /v1; empty means llama-server's default address.
-    endpoint: str = ""
-    # The model to ask the remote server for; empty means the first one it lists.
-    model_name: str = ""
-    # Completion suggestions on or off.
-    enable_completion: bool = True
-    # Most tokens a completion may generate. Generation runs ~30 ms a token on 2 cores.
-    completion_max_tokens: int = 48
-    # Most time a completion may spend generating, after its first token (milliseconds; 0: no
-    # limit). A block cut short keeps its complete lines. llama.vim's t_max_predict_ms is 1000.
-    completion_max_ms: int = 1000
-    # Prompt budget for completion context, in tokens: ~100 tokens/s when cold.
-    completion_context_tokens: int = 1024
-    # Wait this long after a keystroke before starting the model (milliseconds).
-    debounce_ms: int = 0
-    # Most tokens an explanation may generate.
-    explain_max_tokens: int = 400
-    # Most tokens a fix may generate.
-    fix_max_tokens: int = 400
+    model: str = setting(
+        "",
+        "Path of a GGUF model. Empty: the `QWEN_LSP_MODEL` environment variable, then the bundled model.",
+        rebuilds_engine=True,
+        user_only=True,
+    )
+    # 4096 keeps the KV cache near 50 MB.
+    n_ctx: int = setting(4096, "Context window of the local model, in tokens.", rebuilds_engine=True, minimum=256)
+    n_threads: int = setting(0, "Threads for the local model; 0 means one per core.", rebuilds_engine=True, minimum=0)
+    # The API key, if the server needs one, comes only from the QWEN_LSP_API_KEY environment variable.
+    backend: str = setting(
+        "local",
+        "Where the model runs. `local`: inside the server (llama.cpp), the fastest on one machine. "
+        "`openai`: an OpenAI-compatible HTTP server (llama-server, vLLM, Ollama) at `endpoint`; "
+        "its API key comes from the `QWEN_LSP_API_KEY` environment variable.",
+        rebuilds_engine=True,
+        user_only=True,
+        choices=("local", "openai"),
+    )
+    endpoint: str = setting(
+        "",
+        "Base URL of the OpenAI-compatible server, ending in /v1 (backend `openai`). "
+        "Empty: llama-server's default, http://127.0.0.1:8080/v1.",
+        rebuilds_engine=True,
+        user_only=True,
+    )
+    model_name: str = setting(
+        "",
+        "Model to ask the OpenAI-compatible server for (backend `openai`). Empty: the first one it lists.",
+        rebuilds_engine=True,
+        user_only=True,
+    )
+    enable_completion: bool = setting(True, "Show completions (ghost text) while typing.")
+    # Generation runs ~30 ms a token on 2 cores.
+    completion_max_tokens: int = setting(48, "Most tokens a completion may generate (about 30 ms each on 2 cores).", minimum=1)
+    # llama.vim's t_max_predict_ms is 1000.
+    completion_max_ms: int = setting(
+        1000,
+        "Most time a completion may spend generating after its first token (milliseconds; 0: no limit). "
+        "A block cut short keeps its complete lines.",
+        minimum=0,
+    )
+    # The prompt is read at ~100 tokens/s when cold.
+    completion_context_tokens: int = setting(
+        1024, "Prompt budget for the code around the cursor, in tokens (read at about 100 a second when cold).", minimum=64
+    )
+    debounce_ms: int = setting(0, "Wait this long after a keystroke before using the model (milliseconds).", minimum=0)
+    explain_max_tokens: int = setting(400, "Most tokens an explanation may generate.", minimum=1)
+    fix_max_tokens: int = setting(400, "Most tokens a fix may generate.", minimum=1)
 
 
 attrs.resolve_types(Settings)
 
-# Settings with a closed set of values; anything else falls back to the default.
-CHOICES: dict[str, tuple[object, ...]] = {"backend": ("local", "openai")}
+# Settings the engine is built from: changing one replaces the engine.
+ENGINE_SETTINGS: tuple[str, ...] = tuple(f.name for f in attrs.fields(Settings) if f.metadata["rebuilds_engine"])
 
 
-def _fits(value: Any, kind: type) -> bool:
+def _problem(field: attrs.Attribute[Any], value: Any) -> str | None:
+    """Why `value` cannot be this setting, or None when it can."""
+    kind = field.type
+    assert isinstance(kind, type)
     # bool is an int in Python; a setting typed int must not accept true/false, and vice versa.
-    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        return f"not a {kind.__name__}"
+    if field.metadata["choices"] and value not in field.metadata["choices"]:
+        return f"not one of {field.metadata['choices']}"
+    if field.metadata["minimum"] is not None and value < field.metadata["minimum"]:
+        return f"less than {field.metadata['minimum']}"
+    return None
 
 
 def parse_settings(raw: Any, base: Settings | None = None) -> Settings:
@@ -68,18 +119,17 @@ def parse_settings(raw: Any, base: Settings | None = None) -> Settings:
         raw = raw["qwen"]
     values = attrs.asdict(base)
     for field in attrs.fields(Settings):
-        for key in (field.name, _camel(field.name)):
+        for key in dict.fromkeys((field.name, camel_case(field.name))):
             if key not in raw:
                 continue
-            if not _fits(raw[key], field.type):
-                log.warning("ignoring setting %s=%r: not a %s", key, raw[key], field.type.__name__)
-            elif raw[key] not in CHOICES.get(field.name, (raw[key],)):
-                log.warning("ignoring setting %s=%r: not one of %s", key, raw[key], CHOICES[field.name])
+            if problem := _problem(field, raw[key]):
+                log.warning("ignoring setting %s=%r: %s", key, raw[key], problem)
             else:
                 values[field.name] = raw[key]
     return Settings(**values)
 
 
-def _camel(name: str) -> str:
+def camel_case(name: str) -> str:
+    """The name editors use for a setting: `n_ctx` → `nCtx`."""
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)

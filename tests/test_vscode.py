@@ -24,8 +24,7 @@ EXTENSION = ROOT / "editors" / "vscode"
 DRIVER = ROOT / "tests" / "editors" / "vscode_e2e.mjs"
 CODE_SERVER_VERSION = "4.100.3"
 EDITORS = Path(
-    os.environ.get("QWEN_LSP_EDITORS")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qwen-lsp" / "editors"
+    os.environ.get("QWEN_LSP_EDITORS") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qwen-lsp" / "editors"
 )
 CODE_SERVER = EDITORS / f"code-server-{CODE_SERVER_VERSION}" / "node_modules" / ".bin" / "code-server"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,9 +47,7 @@ missing = [str(p) for p in (CODE_SERVER, CHROMIUM, EXTENSION / "node_modules") i
 pytestmark = [
     pytest.mark.model,
     # In CI a missing editor is a failure, not a skip: the test command installs them.
-    pytest.mark.skipif(
-        bool(missing) and not os.environ.get("CI"), reason=f"run scripts/install-editors.sh (missing {missing})"
-    ),
+    pytest.mark.skipif(bool(missing) and not os.environ.get("CI"), reason=f"run scripts/install-editors.sh (missing {missing})"),
 ]
 
 
@@ -63,7 +60,7 @@ def free_port() -> int:
 @pytest.fixture
 def vsix() -> Path:
     """The .vsix, built by the extension's own npm scripts (typecheck, bundle, vsce package)."""
-    built = subprocess.run(["npm", "run", "package"], cwd=EXTENSION, capture_output=True, text=True, timeout=300)
+    built = subprocess.run(["npm", "run", "package"], check=False, cwd=EXTENSION, capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     return EXTENSION / "qwen-lsp.vsix"
 
@@ -76,6 +73,12 @@ def code_server(tmp_path: Path, vsix: Path, model_path: Path) -> Iterator[str]:
     for folder in (home, extensions, data / "User", workspace):
         folder.mkdir(parents=True)
     (workspace / "shapes.py").write_text(SAMPLE)
+    # A cloned repository's own settings try to send the code to its server (issue 15, item 17):
+    # these are `machine` settings, which VS Code takes from the user only. Were they obeyed, the
+    # closed port would leave no ghost text.
+    (workspace / ".vscode").mkdir()
+    hostile = {"qwen.backend": "openai", "qwen.endpoint": "http://127.0.0.1:9/v1", "qwen.modelName": "theirs"}
+    (workspace / ".vscode" / "settings.json").write_text(json.dumps(hostile))
     settings = {
         "qwen.pythonPath": sys.executable,
         "qwen.model": str(model_path),
@@ -94,7 +97,7 @@ def code_server(tmp_path: Path, vsix: Path, model_path: Path) -> Iterator[str]:
     env.pop("QWEN_LSP_MODEL", None)
     common = ["--extensions-dir", str(extensions), "--user-data-dir", str(data)]
     installed = subprocess.run(
-        [CODE_SERVER, *common, "--install-extension", str(vsix)], env=env, capture_output=True, text=True, timeout=120
+        [CODE_SERVER, *common, "--install-extension", str(vsix)], check=False, env=env, capture_output=True, text=True, timeout=120
     )
     assert installed.returncode == 0 and "qwen-lsp" in installed.stdout, installed.stdout + installed.stderr
     port = free_port()
@@ -142,7 +145,7 @@ def test_ghost_text_and_explain_in_vscode(tmp_path: Path, code_server: str) -> N
         "QWEN_E2E_RESULT": str(result_file),
         "QWEN_E2E_CHROMIUM": str(CHROMIUM),
     }
-    driver = subprocess.run(["node", DRIVER], env=env, capture_output=True, text=True, timeout=1200)
+    driver = subprocess.run(["node", DRIVER], check=False, env=env, capture_output=True, text=True, timeout=1200)
     print(f"screenshots: {shots}")
     if artifacts := os.environ.get("QWEN_E2E_ARTIFACTS"):
         shutil.copytree(shots, Path(artifacts) / "vscode", dirs_exist_ok=True)

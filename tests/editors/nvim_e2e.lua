@@ -216,7 +216,7 @@ local function main()
   vim.cmd('filetype on')
   local qwen = require('qwen_lsp')
   qwen.setup({
-    cmd = { env.QWEN_E2E_PYTHON, '-m', 'qwen_lsp', '--log-level', 'INFO', '--log-file', env.QWEN_E2E_SERVER_LOG, 'serve' },
+    cmd = { env.QWEN_E2E_PYTHON, '-I', '-m', 'qwen_lsp', '--log-level', 'INFO', '--log-file', env.QWEN_E2E_SERVER_LOG, 'serve' },
     -- A short explanation keeps the test short on a busy machine; it still streams.
     settings = { model = env.QWEN_E2E_MODEL, explainMaxTokens = 150 },
     ghost_text = { engine = env.QWEN_E2E_ENGINE },

@@ -9,7 +9,7 @@ import {
   State,
 } from "vscode-languageclient/node";
 import { ExplainPanel, ExplainTarget } from "./explain";
-import { languages, needsRestart, serverOptions, serverSettings } from "./server";
+import { DeclaredSettings, Manifest, languages, serverOptions } from "./server";
 import { StatusItem } from "./status";
 
 let client: LanguageClient | undefined;
@@ -18,12 +18,13 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const log = vscode.window.createOutputChannel("Qwen", { log: true });
   const status = new StatusItem(() => client);
   const panel = new ExplainPanel(() => client, status);
+  const settings = new DeclaredSettings(context.extension.packageJSON as Manifest);
   context.subscriptions.push(log, status, panel);
 
   const start = async (): Promise<void> => {
     const clientOptions: LanguageClientOptions = {
       documentSelector: languages().map((language) => ({ language })),
-      initializationOptions: serverSettings(),
+      initializationOptions: settings.serverSettings(),
       outputChannel: log,
       middleware: {
         provideInlineCompletionItems: async (document, position, completionContext, token, next) => {
@@ -77,11 +78,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       if (!event.affectsConfiguration("qwen")) {
         return;
       }
-      if (needsRestart(event)) {
+      if (settings.needsRestart(event)) {
         await restart();
       } else if (client?.isRunning()) {
         await client.sendNotification(DidChangeConfigurationNotification.type, {
-          settings: { qwen: serverSettings() },
+          settings: { qwen: settings.serverSettings() },
         });
       }
     }),

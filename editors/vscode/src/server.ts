@@ -1,9 +1,18 @@
-// How to start qwen-lsp and what to tell it, from the user's `qwen.*` settings.
+// How to start qwen-lsp and what to tell it. The settings are declared in package.json: the
+// editor's own (`x-editorOnly`), and the server's, generated from its qwen_lsp/config.py by
+// scripts/editor_settings.py. Only declared server settings are sent, and a change of one marked
+// `x-restartsServer` restarts the server, so this file names no setting of the server's.
 import * as vscode from "vscode";
 import { Executable, ServerOptions } from "vscode-languageclient/node";
 
-// Settings the extension itself uses; everything else under `qwen` goes to the server as is.
-const CLIENT_ONLY = new Set(["serverPath", "pythonPath", "languages"]);
+interface SettingSchema {
+  "x-editorOnly"?: boolean;
+  "x-restartsServer"?: boolean;
+}
+
+export interface Manifest {
+  contributes: { configuration: { properties: Record<string, SettingSchema> }[] };
+}
 
 export function serverOptions(): ServerOptions {
   const config = vscode.workspace.getConfiguration("qwen");
@@ -13,30 +22,47 @@ export function serverOptions(): ServerOptions {
   if (serverPath) {
     run = { command: serverPath, args: ["serve"] };
   } else if (pythonPath) {
-    run = { command: pythonPath, args: ["-m", "qwen_lsp", "serve"] };
+    // -I: a plain `python -m` puts the working folder first on sys.path, where a cloned
+    // repository's `tree_sitter_python.py` would take the place of ours.
+    run = { command: pythonPath, args: ["-I", "-m", "qwen_lsp", "serve"] };
   } else {
     run = { command: "qwen-lsp", args: ["serve"] };
   }
   return { run, debug: run };
 }
 
-/** The server's settings (see qwen_lsp/config.py), sent at start and on every change. */
-export function serverSettings(): Record<string, unknown> {
-  const config = vscode.workspace.getConfiguration("qwen");
-  const settings: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(config)) {
-    if (typeof value !== "function" && !CLIENT_ONLY.has(key)) {
-      settings[key] = value;
-    }
-  }
-  return settings;
-}
-
 export function languages(): string[] {
   return vscode.workspace.getConfiguration("qwen").get<string[]>("languages", ["python"]);
 }
 
-/** Settings whose change needs a new server process rather than a didChangeConfiguration. */
-export function needsRestart(event: vscode.ConfigurationChangeEvent): boolean {
-  return [...CLIENT_ONLY, "model", "backend", "endpoint", "modelName", "nThreads"].some((key) => event.affectsConfiguration(`qwen.${key}`));
+/** The `qwen.*` settings package.json declares: which go to the server, which restart it. */
+export class DeclaredSettings {
+  readonly forServer: string[] = [];
+  readonly restartingServer: string[] = [];
+
+  constructor(manifest: Manifest) {
+    for (const section of manifest.contributes.configuration) {
+      for (const [name, schema] of Object.entries(section.properties)) {
+        const key = name.replace(/^qwen\./, "");
+        if (!schema["x-editorOnly"]) {
+          this.forServer.push(key);
+        }
+        if (schema["x-restartsServer"]) {
+          this.restartingServer.push(key);
+        }
+      }
+    }
+  }
+
+  /** The server's settings, sent at start and on every change: the declared ones only, read
+   * with their declared scope (a workspace cannot set a `machine` one, nor add others). */
+  serverSettings(): Record<string, unknown> {
+    const config = vscode.workspace.getConfiguration("qwen");
+    return Object.fromEntries(this.forServer.map((key) => [key, config.get(key)]));
+  }
+
+  /** Whether a change needs a new server process rather than a didChangeConfiguration. */
+  needsRestart(event: vscode.ConfigurationChangeEvent): boolean {
+    return this.restartingServer.some((key) => event.affectsConfiguration(`qwen.${key}`));
+  }
 }

@@ -56,7 +56,7 @@ function M.check()
   local engine = qwen.native_ghost_text() and 'vim.lsp.inline_completion' or 'extmark fallback'
   health.info('ghost text: ' .. (qwen.options.ghost_text.enabled and engine or 'off'))
 
-  local cmd = qwen.options.cmd
+  local cmd = qwen.server_cmd(qwen.options)
   if vim.fn.executable(cmd[1]) == 1 then
     health.ok(('server command: %s (%s)'):format(table.concat(cmd, ' '), vim.fn.exepath(cmd[1])))
   else

@@ -4,14 +4,52 @@ local M = {}
 
 local NAME = 'qwen_lsp'
 
--- Every option with its default. `settings` go to the server as they are (see the server's
--- qwen_lsp/config.py for each one): as initializationOptions, and again on every change.
+-- Every option with its default, each under a comment that says what it does.
 M.defaults = {
-  -- How to start the server: a `qwen-lsp` on PATH, or e.g. { '/path/python', '-m', 'qwen_lsp' }.
+  -- How to start the server: the `qwen-lsp` console script on PATH, or a list of your own.
   cmd = { 'qwen-lsp' },
+  -- Or a Python with qwen-lsp installed (e.g. a virtualenv's): runs `python -I -m qwen_lsp serve`,
+  -- isolated, so that a module in the project's folder cannot take the place of one of ours.
+  python = nil,
   filetypes = { 'python' },
   root_markers = { 'pyproject.toml', 'setup.py', 'setup.cfg', '.git' },
-  settings = {},
+  -- Server settings, each with its default (generated from the server's qwen_lsp/config.py by
+  -- scripts/editor_settings.py). Sent as initializationOptions and on every change.
+  settings = {
+    -- Path of a GGUF model. Empty: the `QWEN_LSP_MODEL` environment variable, then the bundled
+    -- model.
+    model = '',
+    -- Context window of the local model, in tokens.
+    nCtx = 4096,
+    -- Threads for the local model; 0 means one per core.
+    nThreads = 0,
+    -- Where the model runs. `local`: inside the server (llama.cpp), the fastest on one machine.
+    -- `openai`: an OpenAI-compatible HTTP server (llama-server, vLLM, Ollama) at `endpoint`; its
+    -- API key comes from the `QWEN_LSP_API_KEY` environment variable.
+    backend = 'local',
+    -- Base URL of the OpenAI-compatible server, ending in /v1 (backend `openai`). Empty:
+    -- llama-server's default, http://127.0.0.1:8080/v1.
+    endpoint = '',
+    -- Model to ask the OpenAI-compatible server for (backend `openai`). Empty: the first one it
+    -- lists.
+    modelName = '',
+    -- Show completions (ghost text) while typing.
+    enableCompletion = true,
+    -- Most tokens a completion may generate (about 30 ms each on 2 cores).
+    completionMaxTokens = 48,
+    -- Most time a completion may spend generating after its first token (milliseconds; 0: no
+    -- limit). A block cut short keeps its complete lines.
+    completionMaxMs = 1000,
+    -- Prompt budget for the code around the cursor, in tokens (read at about 100 a second when
+    -- cold).
+    completionContextTokens = 1024,
+    -- Wait this long after a keystroke before using the model (milliseconds).
+    debounceMs = 0,
+    -- Most tokens an explanation may generate.
+    explainMaxTokens = 400,
+    -- Most tokens a fix may generate.
+    fixMaxTokens = 400,
+  },
   ghost_text = {
     enabled = true,
     -- 'auto': Neovim's own vim.lsp.inline_completion where it exists (0.12+), else 'extmark',
@@ -37,6 +75,24 @@ M.defaults = {
 }
 
 M.options = vim.deepcopy(M.defaults)
+
+--- The command that starts the server for `options` (see M.defaults.cmd and M.defaults.python).
+function M.server_cmd(options)
+  if options.python then
+    return { options.python, '-I', '-m', 'qwen_lsp', 'serve' }
+  end
+  return options.cmd
+end
+
+-- The server reads snake_case or camelCase names; the defaults use camelCase (as VS Code does),
+-- so a user's `completion_max_tokens` must not be overridden by the default `completionMaxTokens`.
+local function camel_case(settings)
+  local result = {}
+  for key, value in pairs(settings or {}) do
+    result[(key:gsub('_(%l)', string.upper))] = value
+  end
+  return result
+end
 
 --- The qwen-lsp client attached to `bufnr` (default: current buffer), if any.
 ---@return vim.lsp.Client?
@@ -117,7 +173,7 @@ end
 
 --- Send new settings to the running servers (and to the ones started later).
 function M.configure(settings)
-  M.options.settings = vim.tbl_deep_extend('force', M.options.settings, settings)
+  M.options.settings = vim.tbl_deep_extend('force', M.options.settings, camel_case(settings))
   vim.lsp.config(NAME, { init_options = { qwen = M.options.settings }, settings = { qwen = M.options.settings } })
   for _, client in ipairs(vim.lsp.get_clients({ name = NAME })) do
     client.settings = { qwen = M.options.settings }
@@ -160,14 +216,16 @@ local function create_commands()
 end
 
 function M.setup(opts)
-  M.options = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
+  opts = vim.deepcopy(opts or {})
+  opts.settings = camel_case(opts.settings)
+  M.options = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts)
   if vim.fn.has('nvim-0.11') == 0 then
     vim.notify('qwen-lsp needs Neovim 0.11 or newer', vim.log.levels.ERROR)
     return
   end
   local options = M.options
   vim.lsp.config(NAME, {
-    cmd = options.cmd,
+    cmd = M.server_cmd(options),
     filetypes = options.filetypes,
     root_markers = options.root_markers,
     init_options = { qwen = options.settings },
