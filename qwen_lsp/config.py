@@ -85,6 +85,14 @@ class Settings:
     completion_context_tokens: int = setting(
         1024, "Prompt budget for the code around the cursor, in tokens (read at about 100 a second when cold).", minimum=64
     )
+    # 12 MB per 1,000 tokens: 96 MB keeps ~8,000 tokens, a dozen files' prompts, and RSS stays
+    # under 800 MB with the model loaded.
+    prompt_cache_mb: int = setting(
+        96,
+        "Memory for evaluated prompts kept for the places and files you return to (MB; about 12 per 1,000 tokens).",
+        rebuilds_engine=True,
+        minimum=0,
+    )
     debounce_ms: int = setting(0, "Wait this long after a keystroke before using the model (milliseconds).", minimum=0)
     explain_max_tokens: int = setting(400, "Most tokens an explanation may generate.", minimum=1)
     fix_max_tokens: int = setting(400, "Most tokens a fix may generate.", minimum=1)

@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcException
 from pytest_lsp import client_capabilities
 
 from qwen_lsp.completion import postprocess
@@ -260,5 +261,52 @@ def test_a_block_cut_short_keeps_its_complete_lines():
     text = "    if x:\n        return 1\n    ret"
     assert complete_lines(text, StopReason.TIME, block) == "    if x:\n        return 1"
     assert complete_lines(text, StopReason.STOP, block) == text
-    assert complete_lines("    return x + y", StopReason.TIME, block) == "    return x + y", "one line: kept"
-    assert complete_lines("x + y", StopReason.TIME, ctx("    return ")) == "x + y", "a line: not a block"
+    assert complete_lines("    return x + y\n", StopReason.TIME, block) == "    return x + y\n", "one line: kept"
+    assert complete_lines("    return x +", StopReason.LENGTH, block) == "", "a line cut off: dropped"
+
+
+def test_a_line_cut_short_is_no_suggestion():
+    line = ctx("    return ")
+    assert complete_lines("x + y\n", StopReason.TIME, line) == "x + y\n"
+    assert complete_lines("Deprec", StopReason.TIME, line) == ""
+    assert complete_lines("Deprec", StopReason.LENGTH, line) == ""
+    assert complete_lines("Deprec", StopReason.STOP, line) == "Deprec", "the model ended it there"
+
+
+async def answer_or_none(request) -> str | None:
+    try:
+        result = await request
+    except JsonRpcException:  # cancelled by the next keystroke
+        return None
+    return result.items[0].insert_text if result.items else ""
+
+
+async def test_a_keystroke_during_generation_never_yields_a_cut_off_suggestion(client, make_client, model_path, tmp_path):
+    """VS Code cancels its request at every keystroke and sends a new one. A request that re-attaches
+    to a generation cancelled that way must not get the text it had when it was interrupted."""
+    answers: list[tuple[str, str, str]] = []  # (text before the cursor, after it, suggestion)
+    abandoned = []
+    for trial, (pause, length) in enumerate([(0.2, 2), (0.6, 3), (1.0, 4), (1.6, 6)]):
+        after = f"\n\n\n# trial {trial}\n"  # the same prompt up to the cursor, another cache key
+        text = BODY + after
+        uri = open_doc(client, str(tmp_path / f"trial{trial}.py"), text)
+        at = end_of(BODY)
+        pending = asyncio.ensure_future(inline(client, uri, at, msg_id=f"t{trial}-0"))
+        await asyncio.sleep(pause)
+        for n, char in enumerate("circle_area(radius)"[:length], start=1):
+            client.protocol.notify(lsp.CANCEL_REQUEST, lsp.CancelParams(id=f"t{trial}-{n - 1}"))
+            abandoned.append(pending)
+            type_text(client, uri, n + 1, lsp.Position(at.line, at.character + n - 1), char)
+            pending = asyncio.ensure_future(inline(client, uri, lsp.Position(at.line, at.character + n), msg_id=f"t{trial}-{n}"))
+            await asyncio.sleep(0.1)
+        answer = await answer_or_none(pending)
+        if answer:
+            answers.append((BODY + "circle_area(radius)"[:length], after, answer))
+    await asyncio.gather(*abandoned, return_exceptions=True)
+    # What the model says at each of those places when nothing interrupts it (a fresh server).
+    oracle = await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)))
+    for number, (before, after, answer) in enumerate(answers):
+        uri = open_doc(oracle, str(tmp_path / f"oracle{number}.py"), before + after)
+        result = await inline(oracle, uri, end_of(before))
+        full = result.items[0].insert_text if result.items else ""
+        assert not (answer != full and full.startswith(answer)), f"cut off: {answer!r} of {full!r}"

@@ -72,7 +72,9 @@ class Completer:
                 flight.supersede()
             else:
                 text = await flight.result()
-                if text is not None and text.startswith(typed):
+                if text is not None:
+                    text = complete_lines(text, flight.generation.stats.stop_reason, ctx)
+                if text and text.startswith(typed):
                     cleaned = postprocess.clean(text[len(typed) :], ctx)
                     return Suggestion(cleaned, offset) if cleaned else None
                 # It went another way than the user: ask the model afresh.
@@ -143,8 +145,13 @@ class Completer:
 
 
 def complete_lines(text: str, stop_reason: StopReason | None, ctx: Context) -> str:
-    """A block cut short by the time or token budget keeps only its complete lines."""
-    cut_short = stop_reason in (StopReason.TIME, StopReason.LENGTH)
-    if ctx.mode is Mode.BLOCK and cut_short and "\n" in text.strip("\n"):
+    """A suggestion cut short by the time or token budget keeps only its complete lines: a block
+    drops its last line, and a line that never reached its end is no suggestion (it would show a
+    cut-off start such as "margin =")."""
+    if stop_reason not in (StopReason.TIME, StopReason.LENGTH):
+        return text
+    if ctx.mode is Mode.LINE:
+        return text if postprocess.end_of_suggestion(text, ctx) is not None else ""
+    if "\n" in text.strip("\n"):
         return text[: text.rstrip("\n").rfind("\n")]
-    return text
+    return text if text.endswith("\n") else ""

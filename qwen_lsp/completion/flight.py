@@ -1,7 +1,8 @@
 """The generation in flight: shared by every request it can answer.
 
 A request whose prefix extends that of the generation still running re-attaches to it instead of
-starting over (Continue does the same).
+starting over (Continue does the same). Only a generation that ended by itself answers: one
+cancelled by the next keystroke stops mid-word ("Deprec"), and that must never be shown or cached.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 
 from qwen_lsp.completion.cache import TYPE_THROUGH_CHARS
-from qwen_lsp.engine.base import Generation
+from qwen_lsp.engine.base import Generation, StopReason
 
 
 class Flight:
@@ -31,12 +32,14 @@ class Flight:
         # A failure reaches the requests that wait; a warm-up nobody waits on must not log it.
         self._task.add_done_callback(lambda task: task.cancelled() or task.exception())
 
-    async def _run(self) -> str:
+    async def _run(self) -> str | None:
+        """The text, if the generation ended by itself: complete, or stopped by its time or
+        token budget (the caller keeps its complete lines). None if it was cancelled."""
         async with self.generation as generation:
             async for _ in generation:
                 if self._is_done(generation.text):
-                    break  # leaving the block cancels the rest of the generation
-        return self.generation.text
+                    return generation.text  # leaving the block stops the rest of the generation
+        return None if self.generation.stats.stop_reason is StopReason.CANCELLED else self.generation.text
 
     @property
     def done(self) -> bool:
@@ -60,7 +63,7 @@ class Flight:
         self.generation.cancel()
 
     async def result(self) -> str | None:
-        """The generated text, or None if the flight was superseded or failed to produce any."""
+        """The generated text, or None if the flight was superseded or cancelled."""
         self._waiters += 1
         try:
             text = await asyncio.shield(self._task)

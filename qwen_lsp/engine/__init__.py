@@ -23,7 +23,7 @@ def make_engine(settings: Settings, cli_model: str | None = None) -> Engine:
     from qwen_lsp.engine.local import LocalEngine, LocalSettings
     from qwen_lsp.engine.model_pack import model_signature, resolve_model
 
-    local = LocalSettings(n_ctx=settings.n_ctx, n_threads=settings.n_threads or None)
+    local = LocalSettings(n_ctx=settings.n_ctx, n_threads=settings.n_threads or None, prompt_cache_mb=settings.prompt_cache_mb)
     return LocalEngine(
         local,
         lambda progress: resolve_model(cli_model, settings.model, progress),

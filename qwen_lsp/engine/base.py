@@ -81,6 +81,7 @@ class GenerationStats:
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens whose KV cache was kept from the previous request
     shifted_tokens: int = 0  # of those, tokens moved to a new position (see local.plan_reuse)
+    restored_tokens: int = 0  # tokens of a saved prompt state put back first (see prompt_cache.py)
     evaluated_tokens: int = 0  # prompt tokens evaluated for this request (fewer if cancelled)
     generated_tokens: int = 0
     queued_seconds: float = 0.0
