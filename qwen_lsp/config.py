@@ -93,7 +93,20 @@ class Settings:
         rebuilds_engine=True,
         minimum=0,
     )
+    # Read once per file, then kept in the KV cache (bench/project_completion.py measures it).
+    project_context_tokens: int = setting(
+        512,
+        "Most tokens of the rest of the workspace a completion reads ahead of the file: signatures of the "
+        "names the file imports from other workspace files, then recently seen code of other open files "
+        "(0: none). Read once per file, then kept in the model's cache.",
+        minimum=0,
+    )
     debounce_ms: int = setting(0, "Wait this long after a keystroke before using the model (milliseconds).", minimum=0)
+    explain_language: str = setting(
+        "",
+        "Language of explanations: a BCP-47 tag (`zh-cn`, `ja`, `de`) or a locale (`zh_CN.UTF-8`). "
+        "Empty: the editor's display language (`initialize`'s `locale`), else English. Code and names stay as written.",
+    )
     explain_max_tokens: int = setting(400, "Most tokens an explanation may generate.", minimum=1)
     fix_max_tokens: int = setting(400, "Most tokens a fix may generate.", minimum=1)
 

@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
 
 import pytest
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 
-from qwen_lsp import explain
 from bench.fix_cases import PROGRAM
+from qwen_lsp import explain
+from qwen_lsp.config import Settings
+from qwen_lsp.engine import make_engine
 from qwen_lsp.syntax.documents import Document
 from tests.conftest import code_actions_parsed_right, open_doc, plain, server_env, server_status
 
@@ -45,7 +49,7 @@ def test_prompt_has_the_selections_context() -> None:
     text = user.content
     assert SNIPPET.strip() in text
     assert "def summary(items: list[Item]) -> str:" in text  # the enclosing signature
-    assert "import json" in text and "from dataclasses import dataclass" in text
+    assert "import json" not in text  # imports only of the names it uses (none here)
     assert "def calculate_total(items: list[Item]) -> float:" in text  # used, defined elsewhere
     assert "def most_expensive" not in text  # not used by the selection
 
@@ -148,3 +152,118 @@ async def test_progress_cancel_stops_and_returns_what_was_written(make_client, m
     assert messages_of(client.progress_reports["explain-3"])[-1] == result["text"]
     stats = await last_request_stats(client)
     assert stats["stop_reason"] == "cancelled" and stats["generated_tokens"] < 100, stats
+
+
+# -- grounded explanations ------------------------------------------------------------------------
+BOXES = PROGRAM[PROGRAM.index("def boxes_needed") : PROGRAM.index("def summary")].rstrip()
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def test_prompt_names_the_parameters_the_return_and_the_outside_names() -> None:
+    doc = Document("file:///tmp/inventory.py", PROGRAM, 1, "python")
+    start = PROGRAM.index(BOXES)
+    system, user = explain.build_messages(doc, start, start + len(BOXES))
+    assert "README" in system.content  # what not to claim
+    form = user.content[user.content.index("in this form:") :]
+    assert "**Summary:** `boxes_needed` <does what" in form
+    assert "**Parameters:**\n- `items`: <…>\n- `per_box`: <…>\n" in form  # a slot for each parameter
+    assert "naming `Item`, `math` where it uses them" in form and "**Returns:** <what it returns (`int`)>" in form
+    assert "import math" in user.content and "Answer in English" in user.content
+    # The system message is the same for every selection, so that its KV cache is kept.
+    other = explain.build_messages(doc, PROGRAM.index("def summary"), len(PROGRAM))
+    assert other[0] == system
+
+
+def test_the_language_comes_from_a_bcp47_tag_or_a_posix_locale() -> None:
+    system, user = explain.build_messages(Document("file:///tmp/inventory.py", PROGRAM, 1, "python"), 0, 40, "zh-cn")
+    assert "Chinese (简体中文)" in system.content and "**概述:**" in user.content and "Answer in Chinese" in user.content
+    assert explain.language_of("zh_CN.UTF-8") == explain.language_of("zh-Hans") == explain.language_of("zh")
+    assert explain.language_of("zh-TW").name.startswith("Traditional Chinese")
+    assert explain.language_of("ja").name.startswith("Japanese") and explain.language_of("de-AT").name.startswith("German")
+    for tag in (None, "", "C", "POSIX", "en-US", "tlh"):
+        assert explain.language_of(tag) is explain.ENGLISH
+
+
+def test_length_scales_with_the_selection() -> None:
+    settings = Settings(explain_max_tokens=400)
+    five_lines = "\n".join(f"x{i} = {i}" for i in range(5))
+    assert explain.max_tokens(settings, five_lines) < 200
+    assert explain.max_tokens(settings, five_lines + "\n# a comment\n\n") == explain.max_tokens(settings, five_lines)
+    assert explain.max_tokens(settings, five_lines * 20) == 400
+    assert explain.max_tokens(Settings(explain_max_tokens=30), five_lines) == 30
+
+
+PROMPT = "def dedent(text):\n    margin = _whitespace_only_re.sub('', text)\n    return margin\n"
+ANSWER = (
+    "**Summary:** Removes common leading whitespace from `text`. It is documented in the README.\n"
+    "**Steps:**\n"
+    "1. Calls `_whitespace_only_re.sub` on `text`.\n"
+    "2. Uses `textwrap_helper` to finish. Then returns `margin`.\n"
+    "3. Checked by the unit tests in test_textwrap.py.\n"
+    "4. Returns the result.\n"
+    "**Pitfalls:** See the documentation.\n"
+)
+
+
+def streamed(answer: str, prompt: str = PROMPT) -> tuple[list[str], str]:
+    grounded = explain.GroundedText(prompt)
+    shown: list[str] = []
+    for end in range(1, len(answer) + 1):
+        text = grounded.update(answer[:end]).strip()
+        if text and (not shown or text != shown[-1]):
+            shown.append(text)
+    return shown, grounded.result(answer, stopped=True)
+
+
+def test_sentences_about_unshown_files_and_names_are_left_out_as_the_text_streams() -> None:
+    shown, final = streamed(ANSWER)
+    assert final == (
+        "**Summary:** Removes common leading whitespace from `text`. \n"
+        "**Steps:**\n"
+        "1. Calls `_whitespace_only_re.sub` on `text`.\n"
+        "2. Then returns `margin`.\n"
+        "3. Returns the result."
+    )
+    assert shown[0] == "**Summary:**"  # text shows at once
+    assert all(b.startswith(a) for a, b in itertools.pairwise(shown)), "the shown text went backwards"
+    assert shown[-1] == final
+
+
+def test_an_answer_is_never_emptied_and_an_unfinished_sentence_is_not_kept() -> None:
+    assert streamed("It is described in the README.")[1] == "It is described in the README."
+    grounded = explain.GroundedText(PROMPT)
+    assert grounded.result("**Summary:** Strips `text`. Then it calls", stopped=False) == "**Summary:** Strips `text`."
+
+
+def test_copied_slots_of_the_form_are_cleaned_up() -> None:
+    answer = "**Summary:** `dedent` <removes common indentation>.\n**Pitfalls:** None, so this line is omitted.\n"
+    assert streamed(answer)[1] == "**Summary:** `dedent` removes common indentation."
+
+
+def test_chinese_sentences_are_cut_at_chinese_stops() -> None:
+    _, final = streamed("**概述:** 该函数去掉 `text` 的公共缩进。详见 README 文档。它返回 `margin`。\n")
+    assert final == "**概述:** 该函数去掉 `text` 的公共缩进。它返回 `margin`。"
+
+
+async def test_explanation_names_the_function_and_its_parameters_and_claims_nothing_unshown(make_client, model_path, tmp_path) -> None:
+    client = await make_client(profile="visual-studio-code", env=server_env(QWEN_LSP_MODEL=str(model_path)))
+    uri = open_doc(client, str(tmp_path / "inventory.py"), PROGRAM)
+    result = plain(await client.workspace_execute_command_async(explain_params(uri, selection_of(PROGRAM, BOXES), "explain-4")))
+    text = result["text"]
+    assert "boxes_needed" in text and "`items`" in text and "per_box" in text, text
+    assert not re.search(r"readme|documentation|unit test|test suite", text, re.I), text
+    assert len(text) < 1200, text  # a five-line function gets a short answer
+
+
+async def test_explanation_in_chinese_keeps_the_identifiers(model_path) -> None:
+    settings = Settings(model=str(model_path))
+    engine = make_engine(settings)
+    engine.start()
+    try:
+        doc = Document("file:///tmp/inventory.py", PROGRAM, 1, "python")
+        start = PROGRAM.index(BOXES)
+        result = await explain.explain(engine, settings, doc, start, start + len(BOXES), lambda update: None, language="zh-cn")
+    finally:
+        engine.close()
+    assert len(CJK.findall(result.text)) >= 10, result.text
+    assert "boxes_needed" in result.text and "per_box" in result.text, result.text

@@ -22,7 +22,7 @@ ESBUILD = EXTENSION / "node_modules" / ".bin" / "esbuild"
 NVIM = Path(sys.executable).parent / "nvim"
 FIELDS = attrs.fields(Settings)
 SERVER_NAMES = [camel_case(f.name) for f in FIELDS]
-EDITOR_ONLY = {"serverPath", "pythonPath", "languages"}
+EDITOR_ONLY = {"serverPath", "pythonPath", "languages", "installSource"}
 JSON_TYPES = {str: "string", int: "integer", bool: "boolean"}
 # The settings that send the user's code (and API key) somewhere, or pick the file that is loaded.
 USER_ONLY = {"model", "backend", "endpoint", "modelName"}
@@ -41,7 +41,7 @@ def test_the_editor_copies_are_generated_from_config() -> None:
 
 
 def test_engine_settings_come_from_config() -> None:
-    assert ENGINE_SETTINGS == ("model", "n_ctx", "n_threads", "backend", "endpoint", "model_name")
+    assert ENGINE_SETTINGS == ("model", "n_ctx", "n_threads", "backend", "endpoint", "model_name", "prompt_cache_mb")
 
 
 def test_vscode_server_settings_match_config() -> None:
@@ -105,7 +105,7 @@ def test_the_extension_forwards_declared_settings_and_restarts_on_engine_ones(tm
     result = run_extension(tmp_path, config)
     # Only declared server settings go to the server: not the editor's own, nor a made-up key.
     assert result["sent"] == {"nCtx": 2048, "debounceMs": 5}
-    assert set(result["restarts"]) == {camel_case(name) for name in ENGINE_SETTINGS} | EDITOR_ONLY
+    assert set(result["restarts"]) == {camel_case(name) for name in ENGINE_SETTINGS} | (EDITOR_ONLY - {"installSource"})  # where to install from: nothing to restart
     assert result["run"] == {"command": "/usr/bin/python3", "args": ["-I", "-m", "qwen_lsp", "serve"]}
 
 

@@ -19,6 +19,7 @@ from qwen_lsp.engine.tokens import Prompt
 from qwen_lsp.prompting.render import render_prompt
 from qwen_lsp.completion.cache import SuggestionCache
 from qwen_lsp.completion.flight import Flight
+from qwen_lsp.completion.project_context import ProjectContext
 from qwen_lsp.config import Settings
 from qwen_lsp.completion.layout import Context, Mode
 from qwen_lsp.syntax.documents import Document
@@ -54,6 +55,11 @@ class Completer:
         self._flights: dict[str, Flight] = {}
         self._warming: Flight | None = None
         self._requests: dict[str, int] = {}  # newest request number per document
+        self.project = ProjectContext()
+
+    def prompt(self, settings: Settings, doc: Document, ctx: Context) -> Prompt:
+        """The FIM prompt for `ctx`, behind what the model should know of the rest of the project."""
+        return self.project.prompt(doc.uri, doc.text, settings.project_context_tokens, fim_prompt(ctx))
 
     async def suggest(self, settings: Settings, doc: Document, offset: int) -> Suggestion | None:
         number = self._requests[doc.uri] = self._requests.get(doc.uri, 0) + 1
@@ -81,9 +87,9 @@ class Completer:
 
         if settings.debounce_ms > 0:
             await asyncio.sleep(settings.debounce_ms / 1000)
-        if self._requests[doc.uri] != number:
-            return None  # a newer request from this document takes over
-        cleaned = await self._generate(settings, doc.uri, ctx, before, after)
+        if self._requests.get(doc.uri) != number:
+            return None  # a newer request from this document took over, or it was closed
+        cleaned = await self._generate(settings, doc, ctx, before, after)
         if cleaned is not None:
             self.cache.put(before, after, cleaned)
         return Suggestion(cleaned, offset) if cleaned else None
@@ -97,7 +103,7 @@ class Completer:
         ctx = context.build(doc, offset, settings.completion_context_tokens)
         if ctx.mode is Mode.NOTHING or self.cache.get(doc.text[:offset], doc.text[offset:]) is not None:
             return
-        request = GenerationRequest(prompt=fim_prompt(ctx), max_tokens=0)
+        request = GenerationRequest(prompt=self.prompt(settings, doc, ctx), max_tokens=0)
         self._warming = Flight(self._engine().generate(request), doc.text[:offset], doc.text[offset:], lambda _: False)
 
     def forget(self, uri: str) -> None:
@@ -107,8 +113,8 @@ class Completer:
             flight.supersede()
         self._requests.pop(uri, None)
 
-    async def _generate(self, settings: Settings, uri: str, ctx: Context, before: str, after: str) -> str | None:
-        text = await self._run(settings, uri, ctx, before, after)
+    async def _generate(self, settings: Settings, doc: Document, ctx: Context, before: str, after: str) -> str | None:
+        text = await self._run(settings, doc, ctx, before, after)
         if text is None:
             return None
         indent = postprocess.missing_indent(text, ctx)
@@ -116,31 +122,31 @@ class Completer:
             # Ask again as an auto-indenting editor would have placed the cursor (the prompt
             # only grows by the indentation, so this costs a few tokens, not the window).
             indented = dataclasses.replace(ctx, middle=ctx.middle + indent, line_prefix=indent)
-            again = await self._run(settings, uri, indented, before + indent, after)
+            again = await self._run(settings, doc, indented, before + indent, after)
             cleaned = postprocess.clean(again, indented) if again else None
             return indent + cleaned if cleaned else None
         return postprocess.clean(text, ctx)
 
-    async def _run(self, settings: Settings, uri: str, ctx: Context, before: str, after: str) -> str | None:
+    async def _run(self, settings: Settings, doc: Document, ctx: Context, before: str, after: str) -> str | None:
         """A new generation's text (None if it was superseded), a block cut short trimmed."""
-        flight = self._start(settings, uri, ctx, before, after)
+        flight = self._start(settings, doc, ctx, before, after)
         text = await flight.result()
         return None if text is None else complete_lines(text, flight.generation.stats.stop_reason, ctx)
 
-    def _start(self, settings: Settings, uri: str, ctx: Context, before: str, after: str) -> Flight:
+    def _start(self, settings: Settings, doc: Document, ctx: Context, before: str, after: str) -> Flight:
         if self._warming is not None and not self._warming.done:
             self._warming.supersede()  # its evaluated prompt stays in the KV cache for this one
-        previous = self._flights.get(uri)
+        previous = self._flights.get(doc.uri)
         if previous is not None and not previous.done:
             previous.supersede()
         request = GenerationRequest(
-            prompt=fim_prompt(ctx),
+            prompt=self.prompt(settings, doc, ctx),
             max_tokens=settings.completion_max_tokens,
             max_generation_time=settings.completion_max_ms / 1000 if settings.completion_max_ms > 0 else None,
         )
         generation = self._engine().generate(request)
         flight = Flight(generation, before, after, lambda text: postprocess.end_of_suggestion(text, ctx) is not None)
-        self._flights[uri] = flight
+        self._flights[doc.uri] = flight
         return flight
 
 

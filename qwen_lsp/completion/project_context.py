@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cachetools import LRUCache
+
 from qwen_lsp.completion.layout import CHARS_PER_TOKEN
 from qwen_lsp.engine.tokens import Prompt
 from qwen_lsp.prompting.render import render_prompt
-from qwen_lsp.syntax.project import Project, RecentChunks, used_names
+from qwen_lsp.syntax.project import Project, RecentChunks, import_lines, path_of_uri, used_names
 
 
 def sections_for(
@@ -62,3 +64,72 @@ def repo_name(project: Project, path: Path) -> str:
         if resolved.is_relative_to(folder):
             return folder.name
     return resolved.parent.name
+
+
+class ProjectContext:
+    """The project as one session's completions see it: the workspace index, the ring of recent
+    chunks, and per document the sections chosen for its prompt.
+
+    A document's sections are chosen again only when its import lines change, a module they
+    show changes (saved, or edited in an open buffer), or the ring takes a new chunk, never on
+    an ordinary keystroke: they lead the prompt, and a change there costs the whole prompt's
+    evaluation again.
+    """
+
+    def __init__(self, folders: list[Path] | None = None) -> None:
+        self.project = Project(folders or [])
+        self.recent = RecentChunks()
+        self._chosen: LRUCache[str, tuple[object, list[tuple[str, str]]]] = LRUCache(maxsize=64)
+
+    def set_folders(self, folders: list[Path]) -> None:
+        self.project = Project(folders)
+        self._chosen.clear()
+
+    def prompt(self, uri: str, text: str, budget_tokens: int, fim: Prompt) -> Prompt:
+        """`fim` behind the project's sections for this document (`fim` alone without any)."""
+        path = path_of_uri(uri)
+        if path is None or budget_tokens <= 0:
+            return fim
+        key = (import_lines(text), self.project.generation, self.recent.generation, budget_tokens)
+        chosen = self._chosen.get(uri)
+        if chosen is None or chosen[0] != key:
+            chosen = (key, sections_for(self.project, text, path, budget_tokens, chunks=self.recent))
+            self._chosen[uri] = chosen
+        return repo_prompt(repo_name(self.project, path), self.project.relative(path), chosen[1], fim)
+
+    def opened(self, uri: str, text: str) -> None:
+        self.project.update_open_buffer(uri, text)
+        self._gather(uri, text, 0)
+
+    def edited(self, uri: str, text: str) -> None:
+        self.project.update_open_buffer(uri, text)
+
+    def saved(self, uri: str, text: str | None) -> None:
+        path = path_of_uri(uri)
+        if path is not None:
+            self.project.invalidate(path)
+        if text is not None:
+            self._gather(uri, text, 0)
+
+    def closed(self, uri: str, text: str | None) -> None:
+        self.project.close_buffer(uri)
+        self._chosen.pop(uri, None)
+        if text is not None:
+            self._gather(uri, text, 0)
+
+    def files_changed(self, uris: list[str]) -> None:
+        for uri in uris:
+            path = path_of_uri(uri)
+            if path is not None:
+                self.project.invalidate(path)
+
+    def warm(self, uri: str, text: str) -> None:
+        """Parse what the document imports (blocking: run it in a worker thread)."""
+        path = path_of_uri(uri)
+        if path is not None:
+            self.project.warm(text, path)
+
+    def _gather(self, uri: str, text: str, line: int) -> None:
+        path = path_of_uri(uri)
+        if path is not None and path.suffix == ".py":
+            self.recent.gather(self.project.relative(path), text, line)

@@ -296,6 +296,8 @@ class Project:
         self._resolved: dict[tuple[Path, int, str], Path | None] = {}
         self._parser = _parser()
         self.parses = 0  # files parsed since creation (what a test or benchmark can watch)
+        # Bumped when a module the context may show has changed: context built before is stale.
+        self.generation = 0
 
     # -- keeping current
     def invalidate(self, path: Path) -> None:
@@ -303,6 +305,7 @@ class Project:
         (and resolve imports afresh: it may have been created or deleted)."""
         self._modules.pop(path.resolve(), None)
         self._resolved.clear()
+        self.generation += 1
 
     def update_open_buffer(self, uri: str, text: str) -> None:
         """An open buffer's text: it wins over the file on disk until `close_buffer`."""
@@ -310,6 +313,8 @@ class Project:
         if path is not None:
             self._edits += 1
             self._buffers[path.resolve()] = (self._edits, text)
+            if path.resolve() in self._modules:  # another document's context shows this one
+                self.generation += 1
 
     def close_buffer(self, uri: str) -> None:
         path = path_of_uri(uri)
@@ -516,6 +521,7 @@ class RecentChunks:
     def __init__(self, size: int = RING_CHUNKS, lines: int = CHUNK_LINES) -> None:
         self._chunks: deque[Chunk] = deque(maxlen=size)
         self._lines = lines
+        self.generation = 0  # bumped by every gather: what was chosen before may be stale
 
     def gather(self, path: str, text: str, around_line: int) -> None:
         """Remember the chunk of `text` centred on `around_line`."""
@@ -527,6 +533,7 @@ class RecentChunks:
         kept = [old for old in self._chunks if similarity(old.text, chunk.text) <= DUPLICATE_SIMILARITY]
         self._chunks.clear()
         self._chunks.extend([*kept, chunk])
+        self.generation += 1
 
     def for_window(self, current_path: str, window: str, budget_chars: int) -> list[tuple[str, str]]:
         """(path, text) of the chunks to show beside `window`, oldest first (the order they came
