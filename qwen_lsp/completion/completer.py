@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from qwen_lsp.completion import layout as context
 from qwen_lsp.completion import postprocess
@@ -106,8 +107,27 @@ class Completer:
         request = GenerationRequest(prompt=self.prompt(settings, doc, ctx), max_tokens=0)
         self._warming = Flight(self._engine().generate(request), doc.text[:offset], doc.text[offset:], lambda _: False)
 
+    # -- the project around the documents (see project_context.py) ---------------------------------
+    def set_workspace(self, folders: list[Path]) -> None:
+        self.project.set_folders(folders)
+
+    async def opened(self, doc: Document) -> None:
+        """A document was opened: read what it imports from the project, off the event loop."""
+        self.project.opened(doc.uri, doc.text)
+        await asyncio.to_thread(self.project.warm, doc.uri, doc.text)
+
+    def edited(self, doc: Document) -> None:
+        self.project.edited(doc.uri, doc.text)
+
+    def saved(self, uri: str, doc: Document | None) -> None:
+        self.project.saved(uri, doc.text if doc else None)
+
+    def files_changed(self, uris: list[str]) -> None:
+        self.project.files_changed(uris)
+
     def forget(self, uri: str) -> None:
         """The document was closed: stop its generation."""
+        self.project.closed(uri, None)
         flight = self._flights.pop(uri, None)
         if flight is not None and not flight.done:
             flight.supersede()

@@ -18,7 +18,6 @@ from collections import Counter, deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from tree_sitter import Node, Parser
 
@@ -279,8 +278,16 @@ def _text(node: Node | None) -> str:
 
 # -- the project ----------------------------------------------------------------------------------------
 def path_of_uri(uri: str) -> Path | None:
-    parsed = urlparse(uri)
-    return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
+    """The local path of a `file:` URI (None for other schemes). Decoded here rather than with
+    urllib, which the package keeps to the remote backend (tests/test_reliability.py)."""
+    if not uri.startswith("file:"):
+        return None
+    rest = uri[len("file:") :]
+    if rest.startswith("//"):
+        rest = rest[2:]
+        rest = rest[rest.find("/") :] if "/" in rest else "/"  # drop the authority (localhost)
+    raw = re.sub(rb"%([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), rest.encode("utf-8"))
+    return Path(raw.decode("utf-8", "surrogateescape"))
 
 
 class Project:
