@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the editor tests need, skipping whatever is already there:
-#   - Debian's chromium, ripgrep and libkrb5-dev (for code-server's native modules);
+#   - Debian's chromium, ripgrep and libkrb5-dev (for code-server's native modules), and
+#     python3-venv (the VS Code test installs the server the way the extension offers to);
 #   - code-server 4.100.3 (VS Code 1.100.3, the last line on Node 20) into the user's cache,
 #     with the recipe that works without downloading prebuilt binaries;
 #   - the npm packages of editors/vscode (its build tools and playwright-core).
@@ -20,7 +21,7 @@ say() { echo "install-editors: $*" >&2; }
 
 # -- Debian packages -------------------------------------------------------------------------------
 missing=()
-for package in chromium ripgrep libkrb5-dev; do
+for package in chromium ripgrep libkrb5-dev python3-venv; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if ((${#missing[@]})); then

@@ -1,21 +1,27 @@
 """The VS Code extension in a real VS Code (code-server 4.100.3 = VS Code 1.100.3) shown in Debian's
 Chromium and driven by playwright-core, with the real model: the .vsix is built with the
 extension's npm scripts and installed; typing shows ghost text and Tab accepts it; "Qwen: Explain
-Selection" streams into the side panel and its Stop button stops it. Screenshots are saved in the
-test's temporary folder (printed) and copied to $QWEN_E2E_ARTIFACTS when set."""
+Selection" streams into the side panel and its Stop button stops it; the editor's context menu
+explains the function under the mouse and fixes a broken line; without a server, the extension's
+offer to install one ends with ghost text. Screenshots are saved in the test's temporary folder
+(printed) and copied to $QWEN_E2E_ARTIFACTS when set."""
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,6 +48,22 @@ def describe(shape, size):
 '''
 TYPE_ON_LINE = 5  # after the docstring of circle_area
 TYPED = "\nreturn math."  # VS Code indents the new line
+MENU_LINE = 'return f"a {shape}'  # right-clicked: the body of describe()
+BROKEN = 'print("area", circle_area(2)'  # typed at the end: a syntax error to fix
+
+# What the install test leaves out of its copy of the project.
+COPY_IGNORE = (
+    ".venv",
+    ".git",
+    "node_modules",
+    "__pycache__",
+    "*.vsix",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".hypothesis",
+    "out",
+)
 
 missing = [str(p) for p in (CODE_SERVER, CHROMIUM, EXTENSION / "node_modules") if not p.exists()]
 pytestmark = [
@@ -65,8 +87,24 @@ def vsix() -> Path:
     return EXTENSION / "qwen-lsp.vsix"
 
 
-@pytest.fixture
-def code_server(tmp_path: Path, vsix: Path, model_path: Path) -> Iterator[str]:
+USER_SETTINGS = {
+    "workbench.startupEditor": "none",
+    "workbench.tips.enabled": False,
+    "security.workspace.trust.enabled": False,
+    "extensions.autoCheckUpdates": False,
+    "extensions.autoUpdate": False,
+    "telemetry.telemetryLevel": "off",
+    "chat.commandCenter.enabled": False,
+    "editor.minimap.enabled": False,
+    "files.autoSave": "off",  # the file on disk is what Tab and Ctrl+S made it
+    # The broken line is typed as is, not completed by the editor.
+    "editor.autoClosingBrackets": "never",
+    "editor.autoClosingQuotes": "never",
+}
+
+
+@contextlib.contextmanager
+def running_code_server(tmp_path: Path, vsix: Path, settings: Mapping[str, object], env: Mapping[str, str]) -> Iterator[str]:
     """code-server with the extension installed from the .vsix, opened on a workspace folder."""
     home, extensions, data = tmp_path / "home", tmp_path / "extensions", tmp_path / "data"
     workspace = tmp_path / "workspace"
@@ -79,21 +117,8 @@ def code_server(tmp_path: Path, vsix: Path, model_path: Path) -> Iterator[str]:
     (workspace / ".vscode").mkdir()
     hostile = {"qwen.backend": "openai", "qwen.endpoint": "http://127.0.0.1:9/v1", "qwen.modelName": "theirs"}
     (workspace / ".vscode" / "settings.json").write_text(json.dumps(hostile))
-    settings = {
-        "qwen.pythonPath": sys.executable,
-        "qwen.model": str(model_path),
-        "qwen.explainMaxTokens": 150,  # keeps the test short on a busy machine; still streams
-        "workbench.startupEditor": "none",
-        "workbench.tips.enabled": False,
-        "security.workspace.trust.enabled": False,
-        "extensions.autoCheckUpdates": False,
-        "extensions.autoUpdate": False,
-        "telemetry.telemetryLevel": "off",
-        "chat.commandCenter.enabled": False,
-        "editor.minimap.enabled": False,
-    }
-    (data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
-    env = {**os.environ, "HOME": str(home)}
+    (data / "User" / "settings.json").write_text(json.dumps({**USER_SETTINGS, **settings}, indent=2))
+    env = {**os.environ, "HOME": str(home), **env}
     env.pop("QWEN_LSP_MODEL", None)
     common = ["--extensions-dir", str(extensions), "--user-data-dir", str(data)]
     installed = subprocess.run(
@@ -129,31 +154,47 @@ def code_server(tmp_path: Path, vsix: Path, model_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_ghost_text_and_explain_in_vscode(tmp_path: Path, code_server: str) -> None:
+@pytest.fixture
+def code_server(tmp_path: Path, vsix: Path, model_path: Path) -> Iterator[str]:
+    settings = {
+        "qwen.pythonPath": sys.executable,
+        "qwen.model": str(model_path),
+        "qwen.explainMaxTokens": 150,  # keeps the test short on a busy machine; still streams
+        "qwen.fixMaxTokens": 150,
+    }
+    with running_code_server(tmp_path, vsix, settings, {}) as url:
+        yield url
+
+
+def drive(tmp_path: Path, url: str, **inputs: str) -> dict[str, Any]:
+    """Run the playwright driver on code-server at `url`; what it saw."""
     shots = tmp_path / "screenshots"
     shots.mkdir()
     result_file = tmp_path / "result.json"
     env = {
         **os.environ,
-        "QWEN_E2E_URL": code_server,
+        "QWEN_E2E_URL": url,
         "QWEN_E2E_FILE": "shapes.py",
         "QWEN_E2E_LINE": str(TYPE_ON_LINE),
         "QWEN_E2E_TYPE": TYPED,
         "QWEN_E2E_GHOST_TIMEOUT_MS": "60000",
-        "QWEN_E2E_EXPLAIN": "4,5",
         "QWEN_E2E_SHOTS": str(shots),
         "QWEN_E2E_RESULT": str(result_file),
         "QWEN_E2E_CHROMIUM": str(CHROMIUM),
+        **inputs,
     }
-    driver = subprocess.run(["node", DRIVER], check=False, env=env, capture_output=True, text=True, timeout=1200)
+    driver = subprocess.run(["node", DRIVER], check=False, env=env, capture_output=True, text=True, timeout=2400)
     print(f"screenshots: {shots}")
     if artifacts := os.environ.get("QWEN_E2E_ARTIFACTS"):
         shutil.copytree(shots, Path(artifacts) / "vscode", dirs_exist_ok=True)
     assert result_file.exists(), f"the driver wrote no result: {driver.stdout[-2000:]}{driver.stderr[-3000:]}"
-    result = json.loads(result_file.read_text())
+    result: dict[str, Any] = json.loads(result_file.read_text())
     print("\n".join(result["events"]))
     assert result.get("error") is None, result["error"]
+    return result
 
+
+def check_ghost_text(tmp_path: Path, result: dict[str, Any]) -> None:
     ghost = result["ghost"]
     assert ghost.strip(), "the ghost text is empty"
     how = "Alt+\\ after typing gave none" if result.get("ghost_triggered_explicitly") else "typing"
@@ -165,6 +206,12 @@ def test_ghost_text_and_explain_in_vscode(tmp_path: Path, code_server: str) -> N
     expected = "\n".join(lines[:TYPE_ON_LINE] + (typed_line + ghost).split("\n") + lines[TYPE_ON_LINE:])
     assert (tmp_path / "workspace" / "shapes.py").read_text() == expected
 
+
+@pytest.mark.timeout(1800)  # three explanations and a fix; minutes each on a loaded machine
+def test_ghost_text_and_explain_in_vscode(tmp_path: Path, code_server: str) -> None:
+    result = drive(tmp_path, code_server, QWEN_E2E_EXPLAIN="4,5", QWEN_E2E_MENU_LINE=MENU_LINE, QWEN_E2E_BROKEN=BROKEN)
+    check_ghost_text(tmp_path, result)
+
     snapshots = result["explain_snapshots"]
     print(
         f"VS Code Explain Selection: first text after {result['explain_first_text_ms']} ms, "
@@ -174,3 +221,45 @@ def test_ghost_text_and_explain_in_vscode(tmp_path: Path, code_server: str) -> N
     assert len(snapshots) >= 3, snapshots  # streamed, not shown at once
     assert result["stopped_state"] == "stopped" and not result["stopped_text_grew"]
     assert result["status_ready"].startswith("Qwen")
+
+    menu = result["menu"]
+    # Right-click in describe()'s body, nothing selected: Explain, and no Fix (no problem there).
+    assert "Explain with Qwen" in menu["entries"] and "Fix with Qwen" not in menu["entries"], menu["entries"]
+    explain = menu["explain"]
+    print(
+        f"VS Code context menu Explain: first text after {explain['first_text_ms']} ms, done after "
+        f"{explain['ms']} ms, {len(explain['snapshots'])} states; {explain['title']}: {explain['text'][:300]!r}"
+    )
+    # The panel names the clicked line; the server explained the function there, describe().
+    assert re.fullmatch(r"Qwen: the function at shapes\.py:\d+", explain["title"]), explain["title"]
+    assert explain["text"] and len(explain["snapshots"]) >= 3, explain["snapshots"]
+    # On the broken line: Fix, which the model turned into a line that parses.
+    assert "Fix with Qwen" in menu["broken_entries"], menu["broken_entries"]
+    print(f"VS Code context menu Fix: {BROKEN!r} -> {menu['fixed_line']!r}")
+    ast.parse(menu["fixed_line"].strip())
+
+
+@pytest.mark.timeout(1800)  # a venv, the model's wheels from PyPI, the model
+def test_install_offer_then_ghost_text(tmp_path: Path, vsix: Path, model_path: Path) -> None:
+    """No qwen-lsp on PATH: the extension offers to install it; accepting runs the project's
+    install script (from a copy of the project, `qwen.installSource`) into a venv in the
+    extension's global storage, which reuses the cached llama-cpp-python wheel, and ghost text
+    works afterwards."""
+    source = tmp_path / "qwen-lsp-source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*COPY_IGNORE))
+    path = "/usr/bin:/bin"
+    assert shutil.which("qwen-lsp", path=path) is None
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    wheels = sorted((cache / "qwen-lsp" / "wheels").rglob("*.whl"))
+    assert wheels, "no cached llama-cpp-python wheel: run scripts/install.sh first"
+    settings = {"qwen.installSource": str(source), "qwen.model": str(model_path)}
+    # The user's cache (HOME is a temporary folder): the llama-cpp-python wheel is not rebuilt.
+    env = {"PATH": path, "XDG_CACHE_HOME": str(cache)}
+    with running_code_server(tmp_path, vsix, settings, env) as url:
+        result = drive(tmp_path, url, QWEN_E2E_INSTALL="1")
+    print(f"VS Code: offer accepted to model ready in {result['install_ms'] / 1000:.0f} s")
+    assert result["install_progress_seen"]
+    venv = tmp_path / "data" / "User" / "globalStorage" / "qwen-lsp.qwen-lsp" / "venv"
+    assert (venv / "bin" / "qwen-lsp").exists()
+    assert sorted((cache / "qwen-lsp" / "wheels").rglob("*.whl")) == wheels  # none built
+    check_ghost_text(tmp_path, result)

@@ -1,5 +1,6 @@
 -- Drives a real headless Neovim through the plugin, as a user would: types in insert mode, waits
--- for ghost text, accepts it with the mapped key, runs :QwenExplain and closes its float.
+-- for ghost text, accepts it with the mapped key, runs :QwenExplain and closes its float, then
+-- right-clicks and chooses "Explain with Qwen" from the PopUp menu.
 -- Run with `nvim --headless -u NONE -i NONE -c 'luafile nvim_e2e.lua'` (typed keys need the main
 -- loop, which `-l` does not run). Inputs come from QWEN_E2E_* variables; it writes what it saw
 -- as JSON to QWEN_E2E_RESULT and quits. The pytest side makes the assertions.
@@ -160,19 +161,18 @@ local function test_ghost_text(namespace)
   end, 5000)
 end
 
-local function test_explain(client)
-  local first, last = env.QWEN_E2E_EXPLAIN:match('(%d+),(%d+)')
-  vim.cmd(('%s,%sQwenExplain'):format(first, last))
-  local win = wait_for('the explain window', explain_window, 5000)
+-- Watch the explain float until the explanation is done: every distinct state of its text.
+local function watch_explanation(win)
   local buf = api.nvim_win_get_buf(win)
-  local snapshots = {}
+  local watched = { snapshots = {} }
+  local snapshots = watched.snapshots
   local started = now_ms()
   wait_for('the end of the explanation', function()
     local text = table.concat(api.nvim_buf_get_lines(buf, 0, -1, true), '\n')
     if text ~= '' and text ~= snapshots[#snapshots] then
       snapshots[#snapshots + 1] = text
       if #snapshots == 1 then
-        result.explain_first_text_ms = now_ms() - started
+        watched.first_text_ms = now_ms() - started
       end
     end
     local state = footer(win)
@@ -181,18 +181,30 @@ local function test_explain(client)
     end
     return state:find('done') ~= nil
   end, 600000, 10)
-  result.explain_ms = now_ms() - started
-  result.explain_snapshots = snapshots
-  result.explain_text = table.concat(api.nvim_buf_get_lines(buf, 0, -1, true), '\n')
-  result.explain_float = api.nvim_win_get_config(win).relative ~= ''
-  note(('explained in %d snapshots'):format(#snapshots))
+  watched.ms = now_ms() - started
+  watched.text = table.concat(api.nvim_buf_get_lines(buf, 0, -1, true), '\n')
+  watched.float = api.nvim_win_get_config(win).relative ~= ''
+  return watched
+end
+
+local function test_explain(client)
+  local first, last = env.QWEN_E2E_EXPLAIN:match('(%d+),(%d+)')
+  vim.cmd(('%s,%sQwenExplain'):format(first, last))
+  local win = wait_for('the explain window', explain_window, 5000)
+  local watched = watch_explanation(win)
+  result.explain_first_text_ms = watched.first_text_ms
+  result.explain_ms = watched.ms
+  result.explain_snapshots = watched.snapshots
+  result.explain_text = watched.text
+  result.explain_float = watched.float
+  note(('explained in %d snapshots'):format(#watched.snapshots))
   api.nvim_win_close(win, true)
 
   -- Closing the window while it streams cancels the request in the server.
   local before = #(status(client).recent or {})
   vim.cmd(('%s,%sQwenExplain'):format(first, last))
   win = wait_for('the second explain window', explain_window, 5000)
-  buf = api.nvim_win_get_buf(win)
+  local buf = api.nvim_win_get_buf(win)
   wait_for('streamed text', function()
     return api.nvim_buf_get_lines(buf, 0, 1, true)[1] ~= ''
   end, 120000)
@@ -207,6 +219,118 @@ local function test_explain(client)
     end
   end, 60000, 200)
   result.cancelled_stats = cancelled
+end
+
+-- Right-click at line `lnum` (1-based), byte column `col`, and choose `choose` from the PopUp
+-- menu (nil: close it). Headless Neovim draws the popup menu but reads no input while it is
+-- open (keys sent with nvim_input wait until it closes), so the keys that choose the entry are
+-- typed ahead when it opens (MenuPopup, after the plugin's handler enabled its entries).
+-- Returns the entries and whether each was enabled.
+local function right_click(lnum, col, choose)
+  local seen = {}
+  api.nvim_create_autocmd('MenuPopup', {
+    once = true,
+    callback = function()
+      local mode = vim.fn.mode() == 'n' and 'n' or 'v'
+      local downs, found = 0, false
+      for _, item in ipairs(vim.fn.menu_get('PopUp', mode)[1].submenus) do
+        local mapping = (item.mappings or {})[mode]
+        local enabled = mapping ~= nil and mapping.enabled == 1
+        seen[item.name] = enabled
+        if not found and enabled and not item.name:match('^%-.*%-$') then
+          downs = downs + 1
+        end
+        found = found or (item.name == choose and enabled)
+      end
+      api.nvim_feedkeys(vim.keycode(found and ('<Down>'):rep(downs) .. '<CR>' or '<Esc>'), 't', false)
+    end,
+  })
+  local pos = vim.fn.screenpos(api.nvim_get_current_win(), lnum, col + 1)
+  api.nvim_input_mouse('right', 'press', '', 0, pos.row - 1, pos.col - 1)
+  api.nvim_input_mouse('right', 'release', '', 0, pos.row - 1, pos.col - 1)
+  wait_for('the popup menu to open and close', function()
+    return next(seen) ~= nil and vim.fn.pumvisible() == 0
+  end, 10000)
+  return seen
+end
+
+local function line_of(text)
+  for lnum, line in ipairs(api.nvim_buf_get_lines(0, 0, -1, true)) do
+    if line:find(text, 1, true) then
+      return lnum
+    end
+  end
+  error('no line with ' .. text, 0)
+end
+
+-- The `qwen.explain` ranges the client sends.
+local function record_explain_ranges(client)
+  local ranges = {}
+  local request = client.request
+  client.request = function(self, method, params, ...)
+    if method == 'workspace/executeCommand' and params.command == 'qwen.explain' then
+      ranges[#ranges + 1] = vim.deepcopy(params.arguments[1].range)
+    end
+    return request(self, method, params, ...)
+  end
+  return ranges
+end
+
+local function test_menu(client)
+  local ranges = record_explain_ranges(client)
+  local menu = {}
+  result.menu = menu
+  -- The function under the mouse: a right-click in the body of describe().
+  local body = line_of('return f"a {shape}')
+  menu.clicked = { line = body - 1, character = 8 }
+  menu.normal_entries = right_click(body, 8, 'Explain with Qwen')
+  local win = wait_for('the explain window from the menu', explain_window, 10000)
+  menu.cursor = api.nvim_win_get_cursor(0)
+  local watched = watch_explanation(win)
+  menu.explain = watched
+  note(('menu: explained in %d snapshots'):format(#watched.snapshots))
+  api.nvim_win_close(win, true)
+  menu.normal_range = ranges[1]
+
+  -- A visual selection (the two lines of circle_area), right-clicked inside.
+  local def = line_of('def circle_area')
+  api.nvim_win_set_cursor(0, { def, 0 })
+  type_keys('Vj')
+  wait_for('visual mode', function()
+    return api.nvim_get_mode().mode == 'V'
+  end, 5000)
+  menu.visual_entries = right_click(def + 1, 4, 'Explain with Qwen')
+  win = wait_for('the explain window for the selection', explain_window, 10000)
+  api.nvim_win_close(win, true) -- its range is what this checks; closing cancels it
+  menu.visual_range = ranges[2]
+  menu.mode_after_visual = api.nvim_get_mode().mode
+  note('menu: explained a selection')
+
+  -- Fix is offered where a diagnostic is.
+  local ns = api.nvim_create_namespace('qwen_e2e')
+  vim.diagnostic.set(ns, 0, { { lnum = body - 1, col = 4, message = 'a test problem' } })
+  menu.diagnostic_entries = right_click(body, 6, nil)
+  vim.diagnostic.reset(ns, 0)
+
+  -- Not in a buffer the server is not attached to.
+  vim.cmd('new')
+  api.nvim_buf_set_lines(0, 0, -1, true, { 'plain text, no server here' })
+  menu.other_buffer_entries = right_click(1, 2, nil)
+  vim.cmd('close!')
+  note('menu: entries checked')
+end
+
+-- Stopping the server takes the entries out of the menu.
+local function test_menu_removed(client)
+  client:stop()
+  result.menu.removed = wait_for('the entries to leave the menu', function()
+    for _, item in ipairs(vim.fn.menu_get('PopUp', 'n')[1].submenus) do
+      if item.name == 'Explain with Qwen' or item.name == 'Fix with Qwen' then
+        return false
+      end
+    end
+    return true
+  end, 20000, 50)
 end
 
 local function main()
@@ -236,8 +360,14 @@ local function main()
   if env.QWEN_E2E_EXPLAIN then -- unset or empty: ghost text only
     test_explain(client)
   end
+  if env.QWEN_E2E_MENU == '1' then
+    test_menu(client)
+  end
   vim.cmd('checkhealth qwen_lsp') -- opens the report in a new buffer
   result.health = table.concat(api.nvim_buf_get_lines(0, 0, -1, true), '\n')
+  if env.QWEN_E2E_MENU == '1' then
+    test_menu_removed(client)
+  end
 end
 
 vim.schedule(function()

@@ -1,8 +1,11 @@
 // Drives VS Code (code-server in Debian's Chromium, through playwright-core) as a user would:
 // opens a Python file, types, waits for ghost text, accepts it with Tab and saves; runs
 // "Qwen: Explain Selection" from the command palette and watches the panel stream; stops a second
-// explanation with the panel's Stop button. Writes what it saw as JSON to QWEN_E2E_RESULT and
-// screenshots to QWEN_E2E_SHOTS; the pytest side makes the assertions.
+// explanation with the panel's Stop button; right-clicks in a function and chooses "Explain with
+// Qwen" from the context menu, and "Fix with Qwen" on a broken line. With QWEN_E2E_INSTALL=1
+// there is no server yet: it accepts the extension's offer to install one, then checks ghost text.
+// Writes what it saw as JSON to QWEN_E2E_RESULT and screenshots to QWEN_E2E_SHOTS; the pytest
+// side makes the assertions.
 import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
@@ -141,15 +144,14 @@ async function selectLines(page, first, last) {
   }
 }
 
-async function testExplain(page) {
-  const [first, last] = env.QWEN_E2E_EXPLAIN.split(",").map(Number);
-  await selectLines(page, first, last);
-  await runCommand(page, "Qwen: Explain Selection");
+// Watch the explain panel from its start to "done": every distinct state of its text.
+async function watchPanel(page, streamingShot) {
   const begun = Date.now();
   const frame = await waitFor("the explain panel", () => explainFrame(page), 30000, 200);
   const content = frame.locator("#qwen-explain");
   const state = frame.locator("#state");
-  const snapshots = [];
+  const watched = { snapshots: [] };
+  const snapshots = watched.snapshots;
   let midShot = false;
   await waitFor(
     "the end of the explanation",
@@ -158,26 +160,40 @@ async function testExplain(page) {
       if (text && text !== snapshots[snapshots.length - 1]) {
         snapshots.push(text);
         if (snapshots.length === 1) {
-          result.explain_first_text_ms = Date.now() - begun;
+          watched.first_text_ms = Date.now() - begun;
         }
         if (!midShot && text.length > 80) {
           midShot = true;
-          await screenshot(page, "vscode-explain-streaming.png");
+          await screenshot(page, streamingShot);
         }
       }
       const now = await state.innerText();
       if (now === "failed") {
         throw new FatalError(`the explanation failed: ${await content.innerText()}`);
       }
-      return now === "done";
+      return now === "done" && snapshots.length > 0;
     },
     600000,
     10,
   );
-  result.explain_ms = Date.now() - begun;
-  result.explain_snapshots = snapshots;
-  result.explain_text = (await content.innerText()).trim();
-  note(`explained in ${snapshots.length} snapshots`);
+  watched.ms = Date.now() - begun;
+  watched.text = (await content.innerText()).trim();
+  watched.title = await frame.locator("#title").innerText();
+  return { watched, frame };
+}
+
+async function testExplain(page) {
+  const [first, last] = env.QWEN_E2E_EXPLAIN.split(",").map(Number);
+  await selectLines(page, first, last);
+  await runCommand(page, "Qwen: Explain Selection");
+  const { watched, frame } = await watchPanel(page, "vscode-explain-streaming.png");
+  const content = frame.locator("#qwen-explain");
+  const state = frame.locator("#state");
+  result.explain_first_text_ms = watched.first_text_ms;
+  result.explain_ms = watched.ms;
+  result.explain_snapshots = watched.snapshots;
+  result.explain_text = watched.text;
+  note(`explained in ${watched.snapshots.length} snapshots`);
   await screenshot(page, "vscode-explain.png");
 
   // Stop: the panel says so and the text stops growing.
@@ -194,6 +210,97 @@ async function testExplain(page) {
   await screenshot(page, "vscode-explain-stopped.png");
 }
 
+// The text of the editor's visible lines (in no particular order), without ghost text.
+function editorLines(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll(".monaco-editor .view-line")]
+      .filter((line) => !line.closest(".ghost-text"))
+      .map((line) => {
+        const copy = line.cloneNode(true);
+        copy.querySelectorAll(".ghost-text-decoration, .ghost-text-decoration-preview").forEach((e) => e.remove());
+        return copy.textContent.replace(/\u00a0/g, " ");
+      }),
+  );
+}
+
+// Right-click on the line holding `text`, `x` pixels into it; returns the context menu's entries.
+async function rightClick(page, text, x) {
+  const line = page.locator(".monaco-editor .view-line", { hasText: text }).first();
+  const box = await line.boundingBox();
+  // A right-click moves the cursor there; the extension's context key (a problem on the cursor's
+  // line) follows the selection, so let it see the new cursor before the menu opens.
+  await page.mouse.click(box.x + x, box.y + box.height / 2);
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  await page.mouse.click(box.x + x, box.y + box.height / 2, { button: "right" });
+  const menu = page.locator(".monaco-menu .actions-container").first();
+  await menu.waitFor({ state: "visible", timeout: 10000 });
+  return (await page.locator(".monaco-menu .action-label").allInnerTexts()).map((t) => t.trim()).filter(Boolean);
+}
+
+async function chooseFromMenu(page, label) {
+  await page.locator(".monaco-menu .action-item", { hasText: label }).first().click();
+}
+
+async function testContextMenu(page) {
+  const menu = {};
+  result.menu = menu;
+  // The function under the mouse: a right-click in the body of describe(), nothing selected.
+  menu.entries = await rightClick(page, env.QWEN_E2E_MENU_LINE, 60);
+  await screenshot(page, "vscode-context-menu.png");
+  await chooseFromMenu(page, "Explain with Qwen");
+  const { watched } = await watchPanel(page, "vscode-context-explain-streaming.png");
+  menu.explain = watched;
+  note(`context menu: explained in ${watched.snapshots.length} snapshots`);
+  await screenshot(page, "vscode-context-explain.png");
+
+  // A broken line at the end of the file: "Fix with Qwen" is offered there, and fixes it.
+  await page.locator(".monaco-editor .view-lines").first().click();
+  await page.keyboard.press("Control+End");
+  await page.keyboard.press("Enter");
+  await page.keyboard.type(env.QWEN_E2E_BROKEN);
+  await waitFor("the syntax error's squiggle", async () => (await page.locator(".monaco-editor .squiggly-error").count()) > 0, 60000, 100);
+  menu.broken_entries = await rightClick(page, env.QWEN_E2E_BROKEN, 20);
+  await screenshot(page, "vscode-context-fix.png");
+  await chooseFromMenu(page, "Fix with Qwen");
+  const fixed = await waitFor(
+    "the fix",
+    async () => {
+      // Monaco's line elements are not in line order: look for the line by what it starts with.
+      const lines = await editorLines(page);
+      const start = env.QWEN_E2E_BROKEN.slice(0, 6);
+      return !lines.includes(env.QWEN_E2E_BROKEN) && lines.find((t) => t.startsWith(start));
+    },
+    600000,
+    100,
+  );
+  menu.fixed_line = fixed;
+  note(`context menu: fixed ${JSON.stringify(env.QWEN_E2E_BROKEN)} into ${JSON.stringify(fixed)}`);
+  await screenshot(page, "vscode-context-fixed.png");
+}
+
+// No server: the extension offers to install one; accept, and watch the progress.
+async function acceptInstallOffer(page) {
+  const toast = page.locator(".notification-toast", { hasText: "qwen-lsp server was not found" });
+  await toast.waitFor({ state: "visible", timeout: 120000 });
+  note("install offered");
+  await screenshot(page, "vscode-install-offer.png");
+  await toast.locator(".monaco-button", { hasText: "Install" }).first().click();
+  const begun = Date.now();
+  await page.locator(".notification-toast", { hasText: "installing qwen-lsp" }).waitFor({ timeout: 30000 });
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  await screenshot(page, "vscode-install-progress.png");
+  result.install_progress_seen = true;
+  await waitFor("the install and the model", () => statusReady(page), 1200000, 500);
+  result.install_ms = Date.now() - begun;
+  note(`installed and ready after ${result.install_ms} ms`);
+}
+
+// The status bar item once the model is loaded ($(sparkle) Qwen …).
+async function statusReady(page) {
+  const ready = page.locator(".statusbar-item:has(.codicon-sparkle)", { hasText: "Qwen" });
+  return (await ready.count()) > 0 && (await ready.first().innerText()).trim();
+}
+
 async function main(page) {
   await page.goto(env.QWEN_E2E_URL);
   await page.locator(".monaco-workbench").waitFor({ timeout: 120000 });
@@ -207,19 +314,19 @@ async function main(page) {
   note("file open");
   // The extension's status bar item says when the model is ready.
   result.status_loading = await waitFor("the Qwen status bar item", () => statusBarText(page), 60000, 50);
-  result.status_ready = await waitFor(
-    "the model to load",
-    async () => {
-      const text = await statusBarText(page);
-      return text && !/loading|Starting/i.test(text) && text;
-    },
-    180000,
-    100,
-  );
+  if (env.QWEN_E2E_INSTALL === "1") {
+    await acceptInstallOffer(page);
+  }
+  result.status_ready = await waitFor("the model to load", () => statusReady(page), 180000, 100);
   note(`status bar: ${result.status_ready}`);
   await page.locator(".monaco-editor .view-lines").first().click();
   await testGhostText(page);
-  await testExplain(page);
+  if (env.QWEN_E2E_EXPLAIN) {
+    await testExplain(page);
+  }
+  if (env.QWEN_E2E_MENU_LINE) {
+    await testContextMenu(page);
+  }
   result.status_after = await statusBarText(page);
 }
 

@@ -44,6 +44,10 @@ export class ExplainPanel implements vscode.Disposable {
       range: client.code2ProtocolConverter.asRange(range),
     };
     const name = editor.document.uri.path.split("/").pop();
+    if (range.isEmpty) {
+      await this.explain(target, `the function at ${name}:${range.start.line + 1}`);
+      return;
+    }
     // A selection of whole lines ends at the start of the next one.
     const last = range.end.character === 0 && range.end.line > range.start.line ? range.end.line : range.end.line + 1;
     await this.explain(target, `${name}:${range.start.line + 1}-${last}`);

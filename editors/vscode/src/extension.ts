@@ -1,6 +1,7 @@
-// The qwen-lsp extension: starts the server for the chosen languages; ghost text comes from the
-// language client's inline completion support, quick fixes from its code actions. This file wires
-// the status bar, the explain panel, the log and the settings to the client.
+// The qwen-lsp extension: starts the server for the chosen languages (offering to install it when
+// there is none); ghost text comes from the language client's inline completion support, quick
+// fixes from its code actions. This file wires the status bar, the explain panel, the context
+// menu, the installer, the log and the settings to the client.
 import * as vscode from "vscode";
 import {
   DidChangeConfigurationNotification,
@@ -9,6 +10,8 @@ import {
   State,
 } from "vscode-languageclient/node";
 import { ExplainPanel, ExplainTarget } from "./explain";
+import { Installer } from "./install";
+import { fixAtCursor, trackMenuContext } from "./menu";
 import { DeclaredSettings, Manifest, languages, serverOptions } from "./server";
 import { StatusItem } from "./status";
 
@@ -19,9 +22,34 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const status = new StatusItem(() => client);
   const panel = new ExplainPanel(() => client, status);
   const settings = new DeclaredSettings(context.extension.packageJSON as Manifest);
-  context.subscriptions.push(log, status, panel);
+  const installer = new Installer(context.globalStorageUri, log);
+  context.subscriptions.push(log, status, panel, trackMenuContext());
+
+  const install = async (): Promise<void> => {
+    if (await installer.install()) {
+      await restart();
+    }
+  };
+  const offerInstall = async (): Promise<void> => {
+    status.error("qwen-lsp is not installed");
+    const choice = await vscode.window.showWarningMessage(
+      "Qwen: the qwen-lsp server was not found. Install it into a private Python environment for this extension?",
+      "Install",
+      "Settings",
+    );
+    if (choice === "Install") {
+      await install();
+    } else if (choice === "Settings") {
+      await vscode.commands.executeCommand("workbench.action.openSettings", "qwen.installSource");
+    }
+  };
 
   const start = async (): Promise<void> => {
+    const server = serverOptions(installer.server());
+    if (!server) {
+      void offerInstall(); // not awaited: activation does not wait for the user
+      return;
+    }
     const clientOptions: LanguageClientOptions = {
       documentSelector: languages().map((language) => ({ language })),
       initializationOptions: settings.serverSettings(),
@@ -47,7 +75,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         },
       },
     };
-    client = new LanguageClient("qwen", "Qwen", serverOptions(), clientOptions);
+    client = new LanguageClient("qwen", "Qwen", server, clientOptions);
     client.onDidChangeState((event) => {
       if (event.newState === State.Stopped) {
         status.error("qwen-lsp stopped");
@@ -72,6 +100,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand("qwen.explainSelection", () =>
       panel.explainSelection(vscode.window.activeTextEditor),
     ),
+    vscode.commands.registerCommand("qwen.explainHere", () => panel.explainSelection(vscode.window.activeTextEditor)),
+    vscode.commands.registerCommand("qwen.fixHere", () => fixAtCursor(client, vscode.window.activeTextEditor)),
+    vscode.commands.registerCommand("qwen.installServer", install),
     vscode.commands.registerCommand("qwen.showLog", () => log.show()),
     vscode.commands.registerCommand("qwen.restart", restart),
     vscode.workspace.onDidChangeConfiguration(async (event) => {

@@ -4,6 +4,7 @@
 // `x-restartsServer` restarts the server, so this file names no setting of the server's.
 import * as vscode from "vscode";
 import { Executable, ServerOptions } from "vscode-languageclient/node";
+import { onPath } from "./install";
 
 interface SettingSchema {
   "x-editorOnly"?: boolean;
@@ -14,7 +15,9 @@ export interface Manifest {
   contributes: { configuration: { properties: Record<string, SettingSchema> }[] };
 }
 
-export function serverOptions(): ServerOptions {
+/** How to start the server: `qwen.serverPath`, `qwen.pythonPath`, `qwen-lsp` on PATH, then the one
+ * the extension installed (`installed`); undefined when there is none. */
+export function serverOptions(installed: string | undefined): ServerOptions | undefined {
   const config = vscode.workspace.getConfiguration("qwen");
   const serverPath = config.get<string>("serverPath", "");
   const pythonPath = config.get<string>("pythonPath", "");
@@ -25,8 +28,12 @@ export function serverOptions(): ServerOptions {
     // -I: a plain `python -m` puts the working folder first on sys.path, where a cloned
     // repository's `tree_sitter_python.py` would take the place of ours.
     run = { command: pythonPath, args: ["-I", "-m", "qwen_lsp", "serve"] };
-  } else {
+  } else if (onPath("qwen-lsp")) {
     run = { command: "qwen-lsp", args: ["serve"] };
+  } else if (installed) {
+    run = { command: installed, args: ["serve"] };
+  } else {
+    return undefined;
   }
   return { run, debug: run };
 }

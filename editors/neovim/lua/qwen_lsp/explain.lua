@@ -1,5 +1,6 @@
--- :QwenExplain: run the server's `qwen.explain` command and show the explanation in a floating
--- window as its $/progress reports arrive. Closing the window cancels the request.
+-- :QwenExplain and the right-click menu: run the server's `qwen.explain` command and show the
+-- explanation in a floating window as its $/progress reports arrive. Closing the window cancels
+-- the request.
 local M = {}
 
 local api = vim.api
@@ -86,12 +87,19 @@ local function open_window()
   return buf, win
 end
 
---- Explain lines `line1`..`line2` (1-based, inclusive) of `bufnr`.
-function M.explain(bufnr, line1, line2)
-  bufnr = bufnr == 0 and api.nvim_get_current_buf() or bufnr
+local function attached_client(bufnr)
   local client = require('qwen_lsp').client(bufnr)
   if not client then
     vim.notify('qwen-lsp is not attached to this buffer', vim.log.levels.WARN)
+  end
+  return client
+end
+
+--- Explain lines `line1`..`line2` (1-based, inclusive) of `bufnr`.
+function M.explain(bufnr, line1, line2)
+  bufnr = bufnr == 0 and api.nvim_get_current_buf() or bufnr
+  local client = attached_client(bufnr)
+  if not client then
     return
   end
   local last = api.nvim_buf_get_lines(bufnr, line2 - 1, line2, true)[1]
@@ -99,6 +107,17 @@ function M.explain(bufnr, line1, line2)
     start = { line = line1 - 1, character = 0 },
     ['end'] = { line = line2 - 1, character = vim.str_utfindex(last, client.offset_encoding) },
   }
+  return M.explain_range(bufnr, range)
+end
+
+--- Explain an LSP `range` of `bufnr` (in the client's position encoding); an empty range
+--- explains the function around it.
+function M.explain_range(bufnr, range)
+  bufnr = bufnr == 0 and api.nvim_get_current_buf() or bufnr
+  local client = attached_client(bufnr)
+  if not client then
+    return
+  end
   counter = counter + 1
   local token = ('qwen-nvim-explain-%d-%d'):format(vim.fn.getpid(), counter)
   local buf, win = open_window()

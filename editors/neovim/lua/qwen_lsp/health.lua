@@ -60,8 +60,11 @@ function M.check()
   if vim.fn.executable(cmd[1]) == 1 then
     health.ok(('server command: %s (%s)'):format(table.concat(cmd, ' '), vim.fn.exepath(cmd[1])))
   else
+    local install = require('qwen_lsp.install')
     health.error(('server command not found: %s'):format(cmd[1]), {
-      'pip install qwen-lsp, or set cmd in require("qwen_lsp").setup({ cmd = { ... } })',
+      ':QwenInstall installs it into ' .. install.venv() .. ' and starts it; it runs:',
+      install.command(),
+      'or set cmd (or python) in require("qwen_lsp").setup({ ... })',
     })
     return
   end

@@ -1,12 +1,14 @@
 -- qwen-lsp for Neovim 0.11+: starts the server with vim.lsp.config/vim.lsp.enable, shows its
--- inline completions as ghost text and adds :QwenExplain, :QwenFix and :QwenStatus.
+-- inline completions as ghost text, puts "Explain with Qwen" and "Fix with Qwen" in the right-click
+-- menu and adds :QwenExplain, :QwenFix, :QwenStatus and :QwenInstall.
 local M = {}
 
 local NAME = 'qwen_lsp'
 
 -- Every option with its default, each under a comment that says what it does.
 M.defaults = {
-  -- How to start the server: the `qwen-lsp` console script on PATH, or a list of your own.
+  -- How to start the server: the `qwen-lsp` console script on PATH (else the one :QwenInstall put
+  -- under stdpath('data')), or a list of your own.
   cmd = { 'qwen-lsp' },
   -- Or a Python with qwen-lsp installed (e.g. a virtualenv's): runs `python -I -m qwen_lsp serve`,
   -- isolated, so that a module in the project's folder cannot take the place of one of ours.
@@ -43,8 +45,19 @@ M.defaults = {
     -- Prompt budget for the code around the cursor, in tokens (read at about 100 a second when
     -- cold).
     completionContextTokens = 1024,
+    -- Memory for evaluated prompts kept for the places and files you return to (MB; about 12 per
+    -- 1,000 tokens).
+    promptCacheMb = 96,
+    -- Most tokens of the rest of the workspace a completion reads ahead of the file: signatures of
+    -- the names the file imports from other workspace files, then recently seen code of other open
+    -- files (0: none). Read once per file, then kept in the model's cache.
+    projectContextTokens = 512,
     -- Wait this long after a keystroke before using the model (milliseconds).
     debounceMs = 0,
+    -- Language of explanations: a BCP-47 tag (`zh-cn`, `ja`, `de`) or a locale (`zh_CN.UTF-8`).
+    -- Empty: the editor's display language (`initialize`'s `locale`), else English. Code and names
+    -- stay as written.
+    explainLanguage = '',
     -- Most tokens an explanation may generate.
     explainMaxTokens = 400,
     -- Most tokens a fix may generate.
@@ -80,6 +93,10 @@ M.options = vim.deepcopy(M.defaults)
 function M.server_cmd(options)
   if options.python then
     return { options.python, '-I', '-m', 'qwen_lsp', 'serve' }
+  end
+  local installed = require('qwen_lsp.install').server()
+  if vim.deep_equal(options.cmd, M.defaults.cmd) and vim.fn.executable(options.cmd[1]) == 0 and installed then
+    return { installed }
   end
   return options.cmd
 end
@@ -161,6 +178,7 @@ local function map_keys(bufnr)
 end
 
 local function on_attach(client, bufnr)
+  require('qwen_lsp.menu').attach()
   if M.options.ghost_text.enabled and client:supports_method('textDocument/inlineCompletion') then
     if M.native_ghost_text() then
       vim.lsp.inline_completion.enable(true, { bufnr = bufnr })
@@ -206,13 +224,12 @@ local function create_commands()
     require('qwen_lsp.explain').explain(0, args.line1, args.line2)
   end, { range = true, desc = 'Explain the selected lines with Qwen, streaming into a float' })
   vim.api.nvim_create_user_command('QwenFix', function()
-    vim.lsp.buf.code_action({
-      filter = function(action)
-        return vim.startswith(action.title, 'Fix with Qwen')
-      end,
-    })
+    require('qwen_lsp.menu').fix()
   end, { desc = 'Fix the diagnostic under the cursor with Qwen' })
   vim.api.nvim_create_user_command('QwenStatus', status, { desc = 'Show the model and its speed' })
+  vim.api.nvim_create_user_command('QwenInstall', function()
+    require('qwen_lsp.install').run(M.start)
+  end, { desc = "Install the server into a virtual environment under stdpath('data')" })
 end
 
 function M.setup(opts)
@@ -225,15 +242,30 @@ function M.setup(opts)
   end
   local options = M.options
   vim.lsp.config(NAME, {
-    cmd = M.server_cmd(options),
     filetypes = options.filetypes,
     root_markers = options.root_markers,
     init_options = { qwen = options.settings },
     settings = { qwen = options.settings },
     on_attach = on_attach,
   })
-  vim.lsp.enable(NAME)
+  vim.api.nvim_create_autocmd('LspDetach', {
+    group = vim.api.nvim_create_augroup('qwen_lsp', { clear = true }),
+    callback = function(args)
+      local client = vim.lsp.get_client_by_id(args.data.client_id)
+      if client and client.name == NAME then
+        require('qwen_lsp.menu').detach()
+      end
+    end,
+  })
+  M.start()
   create_commands()
+end
+
+--- (Re)start the server for the open buffers with the command M.server_cmd finds now (e.g. after
+--- :QwenInstall).
+function M.start()
+  vim.lsp.config(NAME, { cmd = M.server_cmd(M.options) })
+  vim.lsp.enable(NAME)
 end
 
 return M
