@@ -14,6 +14,7 @@ from typing import Any
 from lsprotocol import types as lsp
 
 from qwen_lsp import __version__, privacy
+from qwen_lsp.edits import split_lines
 
 log = logging.getLogger("qwen_lsp")
 
@@ -196,9 +197,15 @@ async def run_fix(args: argparse.Namespace) -> int:
     from qwen_lsp.client import InProcessClient
 
     path, (line,) = _parse_location(args.location, 1)
+    # Bytes as they are: text mode would turn "\r\n" into "\n", and the fix would rewrite every
+    # line end of the file.
+    original = path.read_bytes().decode("utf-8")
     async with InProcessClient(make_server(args.model, backend_settings(args))) as session:
         session.on_progress = TerminalProgress()
-        uri = session.open(path)
+        uri = path.resolve().as_uri()
+        session.client.text_document_did_open(
+            lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="", version=1, text=original))
+        )
         diagnostics = [d for d in await session.wait_for_diagnostics(uri) if d.range.start.line <= line - 1 <= d.range.end.line]
         if not diagnostics:
             print(f"no error found on line {line}; asking the model to fix it anyway", file=sys.stderr)
@@ -221,17 +228,16 @@ async def run_fix(args: argparse.Namespace) -> int:
         if resolved.edit is None or not resolved.edit.document_changes:
             print(resolved.title, file=sys.stderr)
             return 1
-        original = path.read_text(encoding="utf-8")
         fixed = _apply(original, resolved.edit.document_changes[0].edits)
-        sys.stdout.writelines(difflib.unified_diff(original.splitlines(True), fixed.splitlines(True), str(path), f"{path} (fixed)"))
+        sys.stdout.writelines(difflib.unified_diff(split_lines(original), split_lines(fixed), str(path), f"{path} (fixed)"))
         if args.write:
-            path.write_text(fixed, encoding="utf-8")
+            path.write_bytes(fixed.encode("utf-8"))
     return 0
 
 
 def _apply(text: str, edits: list[Any]) -> str:
-    """Apply utf-32 (code point) positioned edits, last first."""
-    lines = text.splitlines(keepends=True)
+    """Apply utf-32 (code point) positioned edits, last first; lines end where LSP says."""
+    lines = split_lines(text)
     starts = [0]
     for line in lines:
         starts.append(starts[-1] + len(line))

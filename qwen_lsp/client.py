@@ -103,7 +103,7 @@ class InProcessClient:
 
     def open(self, path: Path) -> str:
         uri = path.resolve().as_uri()
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_bytes().decode("utf-8", errors="replace")  # as it is: CRLF stays CRLF
         self._diagnostics_changed.clear()
         self.client.text_document_did_open(
             lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="", version=1, text=text))

@@ -3,8 +3,11 @@ holds it, and the answer becomes a minimal edit only if it verifiably fixes the 
 
 Verification is by re-parsing: no syntax error may remain in the unit or appear anywhere, a
 syntax diagnostic must be gone, and a diagnostic about a name (undefined, misspelled, wrong
-attribute) must leave that name either no longer used there or imported. A failed first answer
-is retried once with the failure described; a second failure gives no edit and the reason.
+attribute) must leave that name either no longer used there or imported. Nor may the change
+import or call a name the error has nothing to do with, or use one defined nowhere (builtins and
+the file's definitions and imports count). The model reads and writes "\n" line ends; the edits
+keep the document's. A failed first answer is retried once with the failure described; a second
+failure gives no edit and the reason.
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ import re
 import sys
 from dataclasses import dataclass
 
-from qwen_lsp.prompting import render as prompts
-from qwen_lsp.syntax import symbols
 from qwen_lsp.config import Settings
-from qwen_lsp.syntax.diagnostics import Problem, problems_in
-from qwen_lsp.syntax.documents import Document
-from qwen_lsp.edits import TextEdit, minimal_edits
+from qwen_lsp.edits import TextEdit, apply_edits, edits_keeping_line_ends, split_lines, to_lf
 from qwen_lsp.engine.base import ChatMessage, Engine, GenerationRequest
+from qwen_lsp.prompting import render as prompts
+from qwen_lsp.syntax import names, symbols
+from qwen_lsp.syntax.diagnostics import Problem, parse, problems_in
+from qwen_lsp.syntax.documents import Document
 
 _FENCE = re.compile(r"```[\w+-]*[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
 # Context shown besides the unit, in characters (~4 per token; prompt tokens cost ~10 ms each).
@@ -42,23 +45,28 @@ class Unit:
     end: int
     first_line: int
     last_line: int
-    text: str
+    text: str  # as in the document, with its line ends
     indent: str  # common leading whitespace, removed when shown to the model
+
+    @property
+    def lf_text(self) -> str:
+        """The text with "\n" line ends, as the model reads and writes code."""
+        return to_lf(self.text)
 
 
 def find_unit(doc: Document, problem: Problem) -> Unit:
     first, _ = doc.position_at(problem.start)
     last, _ = doc.position_at(max(problem.start, problem.end - 1))
-    lines = doc.text.split("\n")
+    lines = [doc.line(row) for row in range(doc.line_count)]
     first, last = symbols.unit_lines(lines, first, last)
     start = doc.offset_at(first, 0)
     end = doc.offset_at(last + 1, 0) if last + 1 < doc.line_count else len(doc.text)
     text = doc.text[start:end]
-    return Unit(start, end, first, last, text, _common_indent(text))
+    return Unit(start, end, first, last, text, _common_indent(to_lf(text)))
 
 
 def _common_indent(text: str) -> str:
-    indents = [line[: len(line) - len(line.lstrip(" \t"))] for line in text.splitlines() if line.strip()]
+    indents = [line[: len(line) - len(line.lstrip(" \t"))] for line in text.split("\n") if line.strip()]
     if not indents:
         return ""
     common = indents[0]
@@ -69,13 +77,13 @@ def _common_indent(text: str) -> str:
 
 
 def _strip_indent(text: str, indent: str) -> str:
-    return "".join(line[len(indent) :] if line.startswith(indent) else line for line in text.splitlines(keepends=True))
+    return "".join(line[len(indent) :] if line.startswith(indent) else line for line in split_lines(text))
 
 
 def _add_indent(code: str, indent: str) -> str:
-    if not indent or all(line.startswith(indent) for line in code.splitlines() if line.strip()):
+    if not indent or all(line.startswith(indent) for line in code.split("\n") if line.strip()):
         return code
-    return "".join(indent + line if line.strip() else line for line in code.splitlines(keepends=True))
+    return "".join(indent + line if line.strip() else line for line in split_lines(code))
 
 
 # -- the prompt ------------------------------------------------------------------------------------
@@ -146,7 +154,7 @@ def build_messages(doc: Document, problem: Problem, unit: Unit) -> list[ChatMess
         message=problem.message,
         error_line=_strip_indent(doc.line(line), unit.indent).rstrip() if line < doc.line_count else "",
         hints="\n".join(hints(doc, problem, unit)),
-        unit=_strip_indent(unit.text, unit.indent).rstrip("\n"),
+        unit=_strip_indent(unit.lf_text, unit.indent).rstrip("\n"),
     )
     return [
         ChatMessage("system", prompts.render("fix_system.md")),
@@ -161,38 +169,102 @@ def build_messages(doc: Document, problem: Problem, unit: Unit) -> list[ChatMess
 # -- the answer ------------------------------------------------------------------------------------
 def extract_code(answer: str, unit: Unit) -> str | None:
     """The fenced block most like the unit (the model may add a usage example), re-indented to
-    the unit's place, with the unit's trailing newline."""
-    blocks = _FENCE.findall(answer)
+    the unit's place, with the unit's trailing newline; "\n" line ends, like the unit shown."""
+    blocks = _FENCE.findall(to_lf(answer))
     if not blocks:
         return None
-    shown = _strip_indent(unit.text, unit.indent)
+    shown = _strip_indent(unit.lf_text, unit.indent)
     code = max(blocks, key=lambda b: difflib.SequenceMatcher(a=shown, b=b, autojunk=False).ratio())
     code = _add_indent(code.rstrip("\n"), unit.indent)
-    return code + "\n" if unit.text.endswith("\n") else code
+    return code + "\n" if unit.lf_text.endswith("\n") else code
 
 
 def verify(doc: Document, problem: Problem, unit: Unit, new_unit: str) -> str | None:
-    """Why `new_unit` is not an acceptable fix, or None when it is."""
+    """Why `new_unit` (with the document's line ends) is not an acceptable fix, or None."""
     if new_unit == unit.text:
         return "the answer changed nothing"
-    fixed = doc.text[: unit.start] + new_unit + doc.text[unit.end :]
-    before = problems_in(doc.text, doc.language_id)
+    # Parsed with "\n" line ends: tree-sitter counts no other, and a file of "\r" ends would
+    # be one long line to it.
+    old_lf = to_lf(doc.text)
+    start = len(to_lf(doc.text[: unit.start]))
+    span = _Span(start, len(to_lf(unit.text)), len(to_lf(new_unit)))
+    fixed = old_lf[: span.start] + to_lf(new_unit) + old_lf[span.start + span.old_length :]
+    return (
+        _syntax_failure(doc, problem, first_line=unit.first_line, old_lf=old_lf, fixed=fixed, span=span)
+        or _flagged_name_failure(doc, problem, unit, new_unit)
+        or _new_names_failure(doc, problem, old_lf, fixed, span)
+    )
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Where the unit is in the "\n" texts before and after the fix."""
+
+    start: int
+    old_length: int
+    new_length: int
+
+
+def _syntax_failure(doc: Document, problem: Problem, *, first_line: int, old_lf: str, fixed: str, span: _Span) -> str | None:
+    before = problems_in(old_lf, doc.language_id)
     after = problems_in(fixed, doc.language_id)
-    unit_end = unit.start + len(new_unit)
-    inside = [p for p in after if unit.start <= p.start <= unit_end]
+    inside = [p for p in after if span.start <= p.start <= span.start + span.new_length]
     if inside:
-        line = fixed.count("\n", 0, inside[0].start) - unit.first_line + 1
+        line = fixed.count("\n", 0, inside[0].start) - first_line + 1
         return f"the code has a syntax error on its line {line}: {inside[0].message.removeprefix('Syntax error: ')}"
     if len(after) > len(before) or (problem.is_syntax and len(after) >= len(before)):
         return "the change breaks the syntax of the rest of the file"
-    name = flagged_name(doc, problem)
-    if not problem.is_syntax and name is not None:
-        pattern = re.compile(rf"(?<![\w.]){re.escape(name)}\b" if not _is_attribute(doc, problem) else rf"\.{re.escape(name)}\b")
-        still_used = len(pattern.findall(new_unit)) >= len(pattern.findall(unit.text))
-        imported = re.search(rf"^\s*(import|from)\s.*\b{re.escape(name)}\b", new_unit, re.M) is not None
-        if still_used and not imported:
-            return f"`{name}` is still used there and still not defined"
     return None
+
+
+def _flagged_name_failure(doc: Document, problem: Problem, unit: Unit, new_unit: str) -> str | None:
+    name = flagged_name(doc, problem)
+    if problem.is_syntax or name is None:
+        return None
+    pattern = re.compile(rf"(?<![\w.]){re.escape(name)}\b" if not _is_attribute(doc, problem) else rf"\.{re.escape(name)}\b")
+    still_used = len(pattern.findall(new_unit)) >= len(pattern.findall(unit.text))
+    imported = re.search(rf"^\s*(import|from)\s.*\b{re.escape(name)}\b", new_unit, re.M) is not None
+    if still_used and not imported:
+        return f"`{name}` is still used there and still not defined"
+    return None
+
+
+def _new_names_failure(doc: Document, problem: Problem, old_lf: str, fixed: str, span: _Span) -> str | None:
+    """A fix touches only what the error is about: it imports and calls no name the unit did
+    not use before, other than the flagged one (or the name a misspelling meant), and every
+    name it brings in is defined in the file, imported or a builtin."""
+    old_tree = parse(old_lf, doc.language_id) if doc.language_id == "python" else None
+    tree = parse(fixed, doc.language_id) if old_tree is not None else None
+    if tree is None or old_tree is None:
+        return None
+    data = fixed.encode("utf-8", "surrogatepass")
+    old_end = span.start + span.old_length
+    old = names.names_in(old_tree, old_lf.encode("utf-8", "surrogatepass"), _byte(old_lf, span.start), _byte(old_lf, old_end))
+    new = names.names_in(tree, data, _byte(fixed, span.start), _byte(fixed, span.start + span.new_length))
+    flagged = flagged_name(doc, problem)
+    related = {flagged} if flagged and not problem.is_syntax else set()
+    imports = sorted(new.imported - old.imported - related)
+    if imports:
+        return f"the change adds an import of `{imports[0]}`, which the error does not need"
+    if flagged in related:  # a misspelled name's fix calls what it meant
+        related |= set(difflib.get_close_matches(flagged, sorted(new.called), cutoff=0.6))
+    calls = sorted(new.called - old.used - related)
+    if calls:
+        return f"the change calls `{calls[0]}`, which has nothing to do with the error"
+    everywhere = names.names_in(tree, data, 0, len(data))
+    if "*" in everywhere.imported:  # a star import can define anything
+        return None
+    known = symbols.all_defined_names(tree, data) | everywhere.bound | everywhere.imported | names.BUILTINS
+    unknown = sorted(new.references - old.used - known)
+    return f"`{unknown[0]}` is not defined anywhere in the file" if unknown else None
+
+
+def _byte(text: str, offset: int) -> int:
+    return len(text[:offset].encode("utf-8", "surrogatepass"))
+
+
+def _applied(unit: Unit, edits: tuple[TextEdit, ...]) -> str:
+    return apply_edits(unit.text, [TextEdit(e.start - unit.start, e.end - unit.start, e.new_text) for e in edits])
 
 
 def _is_attribute(doc: Document, problem: Problem) -> bool:
@@ -208,9 +280,11 @@ async def propose_fix(engine: Engine, settings: Settings, doc: Document, problem
         async with engine.generate(request) as generation:
             answer = await generation.complete()
         code = extract_code(answer, unit)
-        failure = "the answer had no code block" if code is None else verify(doc, problem, unit, code) or ""
+        # The model answers with "\n" line ends; the edits keep the document's.
+        edits = () if code is None else edits_keeping_line_ends(unit.text, code, unit.start)
+        failure = "the answer had no code block" if code is None else verify(doc, problem, unit, _applied(unit, edits)) or ""
         if code is not None and not failure:
-            return FixResult(minimal_edits(unit.text, code, unit.start), attempts=attempt)
+            return FixResult(edits, attempts=attempt)
         # The retry continues the conversation, so the first prompt's KV cache is reused.
         messages += [
             ChatMessage("assistant", answer),

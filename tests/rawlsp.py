@@ -99,3 +99,25 @@ class RawServer:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+FIX_CAPABILITIES = {
+    "workspace": {"applyEdit": True, "workspaceEdit": {"documentChanges": True}},
+    "textDocument": {"codeAction": {"resolveSupport": {"properties": ["edit"]}}},
+}
+
+
+def resolve_fix_with_fake_answer(answer: str, uri: str, text: str, diagnostic: dict[str, Any], *, stderr: Path, version: int = 1) -> tuple[RawServer, dict[str, Any]]:
+    """Ask a server running the fake engine, which answers every chat with `answer`, for the
+    quick fix of `diagnostic` (an editor passes on another server's diagnostics the same way);
+    the closed server (for what it sent) and the resolved code action."""
+    server = RawServer({**os.environ, "QWEN_LSP_FAKE_ANSWER": answer}, [sys.executable, "-m", "tests.fake_engine"], stderr)
+    try:
+        server.initialize(capabilities=FIX_CAPABILITIES)
+        server.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": version, "text": text}})
+        params = {"textDocument": {"uri": uri}, "range": diagnostic["range"], "context": {"diagnostics": [diagnostic]}}
+        actions = server.request("textDocument/codeAction", params)["result"]
+        resolved = server.request("codeAction/resolve", next(a for a in actions if a.get("kind") == "quickfix"))["result"]
+    finally:
+        server.close()
+    return server, resolved

@@ -25,6 +25,7 @@ from tests.conftest import (
     server_env,
     server_status,
 )
+from tests.rawlsp import resolve_fix_with_fake_answer
 
 ONE_PER_KIND = {case.kind: case for case in reversed(CASES)}  # the first case of each kind
 KINDS = ["missing colon", "unclosed bracket", "misspelled name", "missing import", "wrong attribute", "mixed tabs"]
@@ -218,3 +219,22 @@ def test_a_renamed_but_still_undefined_name_is_refused() -> None:
     unchanged_name = unit.text.replace("lines = []", "lines: list[str] = []")
     assert "still used" in (fix.verify(doc, problem, unit, unchanged_name) or "")
     assert fix.verify(doc, problem, unit, unit.text.replace("calculate_totl", "calculate_total")) is None
+    # Renamed, but to a name defined nowhere either: still a NameError.
+    assert "`calculate_sum` is not defined" in (fix.verify(doc, problem, unit, unit.text.replace("calculate_totl", "calculate_sum")) or "")
+
+
+def test_a_rename_to_another_undefined_name_gets_no_edit_through_a_client(tmp_path) -> None:
+    """The same through a server whose (fake) model answers with that rename; the diagnostic
+    is pyright's, passed on by the editor in the code action's context."""
+    case = ONE_PER_KIND["misspelled name"]
+    doc = Document("file:///tmp/inventory.py", case.broken, 1, "python")
+    d = case.diagnostic
+    assert d is not None
+    problem = Problem(doc.offset_at(d.line, d.start), doc.offset_at(d.line, d.end), d.message)
+    unit = fix.find_unit(doc, problem)
+    answer = "```python\n" + unit.text.replace("calculate_totl", "calculate_sum") + "```"
+    rng = {"start": {"line": d.line, "character": d.start}, "end": {"line": d.line, "character": d.end}}
+    diagnostic = {"range": rng, "message": d.message, "severity": 1, "source": "Pyright"}
+    _, resolved = resolve_fix_with_fake_answer(answer, doc.uri, case.broken, diagnostic, stderr=tmp_path / "err.log")
+    assert "edit" not in resolved, resolved["edit"]
+    assert "`calculate_sum` is not defined" in resolved["title"], resolved["title"]

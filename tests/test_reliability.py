@@ -16,8 +16,8 @@ import pytest
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 
-from tests.conftest import open_doc, server_env, server_status
-from tests.rawlsp import RawServer, frame
+from tests.conftest import open_doc, server_env, server_status, settled_status
+from tests.rawlsp import RawServer, frame, resolve_fix_with_fake_answer
 
 PACKAGE = Path(__file__).resolve().parent.parent / "qwen_lsp"
 DOC_URI = "file:///tmp/reliability/a.py"
@@ -238,17 +238,22 @@ def python_file(lines: int) -> str:
 async def test_huge_files_keep_completion_within_its_budget(client, tmp_path):
     """A 10 MB file and a 50,000-line file: the prompt stays within the completion budget
     (completionContextTokens, 1024 by default), whatever the size of the file."""
-    cursor_block = "def area(width: float, height: float) -> float:\n    return "
-    for name, text in [("50k-lines", python_file(50_000) + cursor_block), ("10MB", python_file(50_000) * 12 + cursor_block)]:
+    # Each file ends in its own function, so neither request can be answered from a cache.
+    files = [
+        ("50k-lines", python_file(50_000) + "def area(width: float, height: float) -> float:\n    return "),
+        ("10MB", python_file(50_000) * 12 + "def volume(width: float, height: float, depth: float) -> float:\n    return "),
+    ]
+    for name, text in files:
         uri = open_doc(client, str(tmp_path / f"{name}.py"), text)
         last = text.count("\n")
-        before = len((await server_status(client)).get("recent", []))
+        before = len((await settled_status(client, recent=0)).get("recent", []))
         started = time.perf_counter()
         await client.text_document_inline_completion_async(inline_params(uri, last, len("    return ")))
         elapsed = time.perf_counter() - started
-        # What the model was asked for this request (nothing if a cache answered it).
-        asked = [r["prompt_tokens"] for r in (await server_status(client)).get("recent", [])[before:]]
+        # What the model was asked for this request.
+        asked = [r["prompt_tokens"] for r in (await settled_status(client, recent=before + 1)).get("recent", [])[before:]]
         print(f"{name}: {len(text) / 1e6:.1f} MB, {last + 1} lines, prompts of {asked} tokens, answered in {elapsed:.2f} s")
+        assert asked, f"the {name} request never reached the model"
         assert all(tokens <= 1024 + 16 for tokens in asked), f"the {name} file's prompt is over budget"
 
 
@@ -289,19 +294,21 @@ async def test_model_file_deleted_or_overwritten_while_running(make_client, mode
     shutil.copyfile(model_path, copy)
     client = await make_client(env=server_env(QWEN_LSP_MODEL=str(copy)))
     text = "def add(a, b):\n    return "
-    uri = open_doc(client, str(tmp_path / "a.py"), text)
 
-    async def complete() -> object:
-        return await client.text_document_inline_completion_async(
-            inline_params(uri, 1, 11)
-        )
+    async def complete(name: str) -> object:
+        """A completion in a function of its own: a new request, which only the model can answer."""
+        uri = open_doc(client, str(tmp_path / f"{name}.py"), text.replace("add", name))
+        before = len((await settled_status(client, recent=0)).get("recent", []))
+        result = await client.text_document_inline_completion_async(inline_params(uri, 1, 11))
+        assert len((await settled_status(client, recent=before + 1)).get("recent", [])) > before, "the model was not asked"
+        return result
 
-    assert (await complete()).items
+    assert (await complete("add")).items
     with copy.open("r+b") as f:  # overwrite in place, shorter
         f.truncate(1000)
-    assert (await complete()).items
+    assert (await complete("multiply")).items
     copy.unlink()
-    assert (await complete()).items
+    assert (await complete("subtract")).items
     copy.write_bytes(b"GGUF" + b"\0" * 1000)
     fresh = await make_client(env=server_env(QWEN_LSP_MODEL=str(copy)))
     uri2 = open_doc(fresh, str(tmp_path / "b.py"), text)
@@ -512,31 +519,38 @@ def test_special_token_text_is_defused_before_it_goes_to_a_remote_server(model_p
     assert content.replace("\u200b", "") == hostile, "only the special spellings change"
 
 
+FIX_TEXT = "def first():\n    return 1\n\n\ndef broken(x):\n    return x +\n\n\ndef last():\n    return 3\n"
+FIX_DIAGNOSTIC = {"range": {"start": {"line": 5, "character": 4}, "end": {"line": 5, "character": 14}}, "message": "Syntax error", "severity": 1}
+
+
 def test_fix_edits_stay_inside_their_unit_and_carry_the_version(tmp_path):
-    """Even when the model answers with a whole hostile module, the proposed edit touches the
-    unit that holds the error and nothing else, is versioned, and is only proposed."""
-    hostile = "```python\nimport os\nos.system('rm -rf ~')\n\ndef other():\n    return 'replaced'\n\ndef broken(x):\n    return x + 1\n```"
-    text = "def first():\n    return 1\n\n\ndef broken(x):\n    return x +\n\n\ndef last():\n    return 3\n"
-    env = server_env(QWEN_LSP_FAKE_ANSWER=hostile)
-    server = RawServer(env, [sys.executable, "-m", "tests.fake_engine"], tmp_path / "err.log")
-    try:
-        capabilities = {"workspace": {"applyEdit": True, "workspaceEdit": {"documentChanges": True}}, "textDocument": {"codeAction": {"resolveSupport": {"properties": ["edit"]}}}}
-        server.initialize(capabilities=capabilities)
-        server.notify("textDocument/didOpen", {"textDocument": {"uri": DOC_URI, "languageId": "python", "version": 3, "text": text}})
-        diagnostic = {"range": {"start": {"line": 5, "character": 4}, "end": {"line": 5, "character": 14}}, "message": "Syntax error", "severity": 1}
-        actions = server.request("textDocument/codeAction", {"textDocument": {"uri": DOC_URI}, "range": diagnostic["range"], "context": {"diagnostics": [diagnostic]}})["result"]
-        resolved = server.request("codeAction/resolve", next(a for a in actions if a.get("kind") == "quickfix"))["result"]
-    finally:
-        server.close()
+    """A fix is an edit of the unit that holds the error, versioned, and only proposed."""
+    answer = "```python\ndef broken(x):\n    return x + 1\n```"
+    server, resolved = resolve_fix_with_fake_answer(answer, DOC_URI, FIX_TEXT, FIX_DIAGNOSTIC, stderr=tmp_path / "err.log", version=3)
     assert [m for m in server.seen if m.get("method") == "workspace/applyEdit"] == []
-    edit = resolved.get("edit")
-    if edit is None:  # the fix's own checks refused the answer: nothing proposed at all
-        assert "no fix" in resolved["title"]
-        return
-    (change,) = edit["documentChanges"]
+    assert "edit" in resolved, resolved["title"]
+    (change,) = resolved["edit"]["documentChanges"]
     assert change["textDocument"] == {"uri": DOC_URI, "version": 3}
-    for e in change["edits"]:
-        assert 4 <= e["range"]["start"]["line"] and e["range"]["end"]["line"] <= 6, e
+    assert change["edits"] == [{"range": {"start": {"line": 5, "character": 14}, "end": {"line": 5, "character": 14}}, "newText": " 1"}]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "import os\nos.system('rm -rf ~')\n\ndef other():\n    return 'replaced'\n\ndef broken(x):\n    return x + 1",
+        "def broken(x):\n    __import__('os').system('rm -rf ~')\n    return x + 1",
+        "def broken(x):\n    return x + undefined_helper",
+    ],
+    ids=["import-and-call", "hidden-import", "name-from-nowhere"],
+)
+def test_a_hostile_fix_answer_gives_no_edit(tmp_path, hostile):
+    """The model's answer may fix the syntax and still bring in code the error has nothing to
+    do with: an import, a call, a name defined nowhere. Nothing of it is proposed."""
+    answer = f"```python\n{hostile}\n```"
+    server, resolved = resolve_fix_with_fake_answer(answer, DOC_URI, FIX_TEXT, FIX_DIAGNOSTIC, stderr=tmp_path / "err.log", version=3)
+    assert [m for m in server.seen if m.get("method") == "workspace/applyEdit"] == []
+    assert "edit" not in resolved, resolved["edit"]
+    assert "no fix" in resolved["title"], resolved["title"]
 
 
 @pytest.mark.parametrize("level", ["INFO", "DEBUG"])

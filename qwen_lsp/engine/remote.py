@@ -30,13 +30,16 @@ from qwen_lsp.engine.base import (
     GenerationStats,
     StopReason,
 )
-from qwen_lsp.engine.tokens import defuse
+from qwen_lsp.engine.tokens import Refuser, defuse
 
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "QWEN_LSP_API_KEY"
 # The OpenAI API accepts at most four stop strings; the rest are enforced here.
 SERVER_STOP_LIMIT = 4
+# After `[DONE]` a server ends the response at once; a proxy may hold it open. This long, then
+# the connection is dropped rather than waited on.
+DRAIN_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,13 @@ class RemoteEngine(Engine):
     def __init__(self, settings: RemoteSettings) -> None:
         super().__init__()
         self.settings = settings
-        self.endpoint = settings.endpoint.rstrip("/")
+        self._base = settings.endpoint.rstrip("/")  # with any user:password@, for requests only
+        url = httpx.URL(self._base)
+        self.endpoint = str(url.copy_with(username=None, password=None)) if url.userinfo else self._base
+        # A key pasted with its line end is still the key (and a newline in a header is refused
+        # by the HTTP library in a message that quotes the header).
+        self.api_key = (settings.api_key or "").strip() or None
+        self._secrets = _secrets(self.api_key, url)
         self.model_name = settings.model_name or None
         self._client: httpx.AsyncClient | None = None
         self._probe: asyncio.Task[None] | None = None
@@ -129,7 +138,7 @@ class RemoteEngine(Engine):
             "endpoint": self.endpoint,
             "model": self.model_name,
             "state": self.status.state.value,
-            "api_key": "set" if self.settings.api_key else "not set",
+            "api_key": "set" if self.api_key else "not set",
         }
 
     def close(self) -> None:
@@ -144,7 +153,7 @@ class RemoteEngine(Engine):
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            headers = {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
             self._client = httpx.AsyncClient(
                 headers=headers,
                 timeout=httpx.Timeout(self.settings.load_timeout, connect=self.settings.connect_timeout),
@@ -183,11 +192,12 @@ class RemoteEngine(Engine):
             self._cancelled(gen)
             return
         except EngineError as exc:
-            gen.emit_done(exc)
+            gen.emit_done(type(exc)(self._scrub(str(exc))))
             return
         except Exception as exc:  # noqa: BLE001 - one bad request must not take the engine down
-            log.exception("remote generation failed")
-            gen.emit_done(EngineError(f"The model server at {self.endpoint} failed: {exc}"))
+            message = self._scrub(f"The model server at {self.endpoint} failed: {type(exc).__name__}: {exc}")
+            log.error("remote generation failed: %s", message)  # no traceback: it would quote the key
+            gen.emit_done(EngineError(message))
             return
         self.record(gen.stats)
         gen.emit_done()
@@ -223,6 +233,7 @@ class RemoteEngine(Engine):
         stats.queued_seconds = sent - gen.created
         response = await self._send("POST", path, self._body(request, model))
         scanner = _StopScanner(request.stop)
+        refuser = Refuser()  # the user's special-token spellings come back defused: undo that
         first_token: float | None = None
         try:
             async for chunk in self._events(response, lambda: first_token is None):
@@ -242,16 +253,16 @@ class RemoteEngine(Engine):
                     continue
                 stats.generated_tokens += 1  # about one token per event; a usage report corrects it
                 text, stopped = scanner.feed(piece)
-                gen.emit_text(text)
+                gen.emit_text(refuser.feed(text) + (refuser.flush() if stopped else ""))
                 if stopped:
                     stats.stop_reason = StopReason.STOP
                     return
                 budget = request.max_generation_time
                 if budget is not None and time.perf_counter() - first_token > budget:
-                    gen.emit_text(scanner.flush())
+                    gen.emit_text(refuser.feed(scanner.flush()) + refuser.flush())
                     stats.stop_reason = StopReason.TIME
                     return
-            gen.emit_text(scanner.flush())
+            gen.emit_text(refuser.feed(scanner.flush()) + refuser.flush())
             stats.stop_reason = stats.stop_reason or StopReason.STOP
         finally:
             # Closing an unfinished stream drops its connection: that is what stops the server.
@@ -261,17 +272,20 @@ class RemoteEngine(Engine):
 
     async def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
         """Open a streamed response, waiting out a remote model that is still loading."""
-        url = self.endpoint + path
+        url = self._base + path
         deadline = time.monotonic() + self.settings.load_timeout
         stale_retried = False
         while True:
+            connection = _ConnectionTrace()
             try:
-                response = await self.client.send(self.client.build_request(method, url, json=body), stream=True)
+                request = self.client.build_request(method, url, json=body, extensions={"trace": connection.event})
+                response = await self.client.send(request, stream=True)
             except httpx.RemoteProtocolError as exc:
-                if stale_retried:
+                if stale_retried or not connection.reused:
                     raise self._failure(f"The connection to {self.endpoint} failed: {_reason(exc)}") from exc
-                # Closed without an answer: a kept-alive connection the server had just closed.
-                # Nothing reached the model; ask once more on a fresh connection.
+                # Closed without an answer on a kept-alive connection: the server had closed it
+                # as the request went out, so nothing reached the model. On a new connection the
+                # server may have got the request (and be generating): never sent twice.
                 stale_retried = True
                 continue
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -318,7 +332,7 @@ class RemoteEngine(Engine):
                 continue  # blank separators, ": ping" comments, "event:" names
             data = line[len("data:") :].strip()
             if data == "[DONE]":
-                await _drain(lines, self.settings.stall_timeout)
+                await _drain(lines, DRAIN_SECONDS)
                 return
             try:
                 chunk = json.loads(data)
@@ -346,7 +360,14 @@ class RemoteEngine(Engine):
         if state is not self.status.state:
             self._set_status(EngineStatus(state, message))
 
+    def _scrub(self, text: str) -> str:
+        """`text` without the API key or the endpoint's password, however the text quotes them."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     def _failure(self, message: str) -> EngineError:
+        message = self._scrub(message)
         self._set_state(EngineState.FAILED, message)
         return EngineError(message)
 
@@ -363,6 +384,25 @@ class RemoteEngine(Engine):
             )
         # A 4xx about this one request (e.g. a prompt too long) says nothing about the server.
         return EngineError(f"The model server at {self.endpoint} answered HTTP {code}: {detail}")
+
+
+class _ConnectionTrace:
+    """Whether a request went out on a kept-alive connection (httpcore's trace events)."""
+
+    def __init__(self) -> None:
+        self.reused = True
+
+    async def event(self, name: str, info: dict[str, Any]) -> None:
+        if name.startswith("connection.connect_tcp"):
+            self.reused = False
+
+
+def _secrets(api_key: str | None, url: httpx.URL) -> list[str]:
+    """What must never be shown: the key and the URL's user:password, as written and as quoted
+    in a bytes repr (a newline inside becomes a backslash and an n), longest first."""
+    found = {api_key or "", url.userinfo.decode("utf-8", "replace"), url.password or ""}
+    found |= {repr(s.encode())[2:-1] for s in found if s}
+    return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)
 
 
 def _choice(chunk: dict[str, Any]) -> tuple[str, StopReason | None]:

@@ -59,3 +59,35 @@ def defuse(text: str) -> str:
         if token in text:
             text = text.replace(token, token[:2] + _ZERO_WIDTH_SPACE + token[2:])
     return text
+
+
+_DEFUSED = tuple(token[:2] + _ZERO_WIDTH_SPACE + token[2:] for token in SPECIAL_TOKENS)
+
+
+class Refuser:
+    """Undoes `defuse` in a streamed answer: a remote model copies the user's defused spellings
+    ("<|" + zero-width space + "im_end|>"), and the zero-width space must not reach the user's
+    code. Only those exact spellings change; a tail that may start one waits for the next piece."""
+
+    def __init__(self) -> None:
+        self.pending = ""
+
+    def feed(self, piece: str) -> str:
+        text = self.pending + piece
+        for defused, token in zip(_DEFUSED, SPECIAL_TOKENS, strict=True):
+            text = text.replace(defused, token)
+        keep = _defused_start(text)
+        self.pending = text[keep:]
+        return text[:keep]
+
+    def flush(self) -> str:
+        text, self.pending = self.pending, ""
+        return text
+
+
+def _defused_start(text: str) -> int:
+    """Where a tail of `text` that could begin a defused spelling starts (len(text) if none)."""
+    for start in range(max(0, len(text) - len(max(_DEFUSED, key=len)) + 1), len(text)):
+        if any(d.startswith(text[start:]) for d in _DEFUSED):
+            return start
+    return len(text)

@@ -119,25 +119,25 @@ class FrameReader:
 
     def _fix_length(self, body: bytes) -> bytes:
         """A length a little too large takes the start of the next header (given back here);
-        one too small cuts the JSON short, and the rest sits before the next header."""
-        if body.rstrip().endswith(b"}"):  # whole (or broken some other way): no second parse
-            return body
+        one too small cuts the JSON short, and the rest sits before the next header. A body
+        cut short can still end in "}" (`{"params": {}}` less one byte), so what tells is the
+        rest, not the body's end: after a right length the next bytes are a header or nothing."""
         end = body.rfind(b"}") + 1
-        if end and HEADER_START.fullmatch(body, end):
+        if end and end < len(body.rstrip()) and HEADER_START.fullmatch(body, end):
             log.warning("a Content-Length of %d ran into the next message", len(body))
             self._buf[0:0] = body[end:]
             return body[:end]
         following = CONTENT_LENGTH.search(self._buf)
         rest = bytes(self._buf[: following.start() if following else len(self._buf)])
-        if rest:
-            try:
-                json.loads(body + rest)
-            except ValueError:
-                return body
-            log.warning("a Content-Length of %d was short by %d bytes", len(body), len(rest))
-            del self._buf[: len(rest)]
-            return body + rest
-        return body
+        if not rest.strip():  # the usual case: no second parse
+            return body
+        try:
+            json.loads(body + rest)
+        except ValueError:
+            return body
+        log.warning("a Content-Length of %d was short by %d bytes", len(body), len(rest))
+        del self._buf[: len(rest)]
+        return body + rest
 
 
 async def serve(reader: FrameReader, protocol: QwenProtocol) -> None:
