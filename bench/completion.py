@@ -11,6 +11,12 @@ and every figure has its baseline measured in the same run, in this process, wit
   plain FIM prompt, greedy, cut at the first newline.
 - overhead: for every HumanEval task the server's own prompt (built by the same feature code) is
   also run on an engine in this process, with the same stop rule; the ratio of the two times.
+- the moves (issue 16), each on a server with the new caches (and our plugins' cursorRested
+  notifications) and on one with them turned off (`promptCacheMb: 0`, no rests): cold places in
+  freshly opened stdlib files (a line's code removed, asked at its indentation; latency, empty
+  answers, first line exact and similar), the same places after the cursor rested, a typing
+  replay with several files open that returns to the first, and cut-off suggestions at its pauses.
+  `--moves-only` runs just these (the default sizes take ~12 minutes on a quiet 2-core machine).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import difflib
 import gzip
 import importlib
 import json
@@ -54,7 +61,7 @@ BARE_EVERY = 5  # the bare baseline runs at every 5th pause (each one costs seco
 
 
 # -- clients ------------------------------------------------------------------------------------
-async def start_server(model: Path) -> LanguageClient:
+async def start_server(model: Path, options: dict[str, object] | None = None) -> LanguageClient:
     client = LanguageClient("qwen-lsp-bench", "1")
     client.feature(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)(lambda params: None)  # not what is measured
     env = {**os.environ, "QWEN_LSP_MODEL": str(model)}
@@ -63,7 +70,7 @@ async def start_server(model: Path) -> LanguageClient:
         general=lsp.GeneralClientCapabilities(position_encodings=[lsp.PositionEncodingKind.Utf16]),
         text_document=lsp.TextDocumentClientCapabilities(inline_completion=lsp.InlineCompletionClientCapabilities()),
     )
-    await client.initialize_async(lsp.InitializeParams(capabilities=capabilities, process_id=os.getpid()))
+    await client.initialize_async(lsp.InitializeParams(capabilities=capabilities, process_id=os.getpid(), initialization_options=options or {}))
     client.initialized(lsp.InitializedParams())
     return client
 
@@ -199,10 +206,10 @@ async def run_humaneval(
 
 
 # -- typing replay ------------------------------------------------------------------------------------
-def replay_sources() -> list[tuple[str, str, list[str]]]:
+def replay_sources(replay: list[tuple[str, str]] = REPLAY) -> list[tuple[str, str, list[str]]]:
     """(module text without the function's body, the text before the body, body lines to type)."""
     sources = []
-    for module_name, function in REPLAY:
+    for module_name, function in replay:
         path = Path(importlib.import_module(module_name).__file__ or "")
         text = path.read_text(encoding="utf-8")
         tree = ast.parse(text)
@@ -420,8 +427,288 @@ def write_report(out_dir: Path, command: str, result: dict[str, Any], replay: Re
     return report
 
 
+# -- the moves (issue 16): cold places in real files, several files open, cut-off suggestions -----
+# Real files nobody here wrote; the cold positions cycle through them.
+COLD_MODULES = ("argparse", "difflib", "csv", "calendar", "configparser", "pprint", "tokenize", "gettext",
+                "string", "glob", "posixpath", "heapq", "ftplib", "json.decoder", "dataclasses", "shlex")
+# The multi-file replay: (module, function) typed in turn; the first is returned to at the end.
+MOVES_REPLAY = [("textwrap", "dedent"), ("shlex", "quote"), ("fnmatch", "filter")]
+REST_SECONDS = 2.0  # the cursor rests this long before the user types (rested cold positions)
+SWITCH_SECONDS = 1.0  # between moving into another file and typing there
+CURSOR_RESTED = "qwen/cursorRested"
+# The configurations compared: the new caches, and the same server with them turned off.
+CONFIGS = {"new": ({}, True), "off": ({"promptCacheMb": 0}, False)}  # (initializationOptions, send rests)
+
+
+@dataclass(frozen=True)
+class ColdPlace:
+    name: str  # module:line
+    text: str  # the module with the line's code removed (its indentation kept)
+    offset: int  # the end of that indentation
+    real: str  # the line removed
+
+
+def cold_places(count: int) -> list[ColdPlace]:
+    """`count` statement lines inside functions, spread through COLD_MODULES, each in its own copy
+    of its module with that line's code removed."""
+    candidates: dict[str, list[int]] = {}
+    texts: dict[str, str] = {}
+    for module_name in COLD_MODULES:
+        text = Path(importlib.import_module(module_name).__file__ or "").read_text(encoding="utf-8")
+        texts[module_name] = text
+        lines = text.split("\n")
+        rows = set()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef):
+                body = node.body[1:] if ast.get_docstring(node) else node.body
+                rows |= {s.lineno - 1 for s in body if s.lineno == s.end_lineno and len(lines[s.lineno - 1].strip()) >= 8}
+        candidates[module_name] = sorted(rows)
+    places = []
+    for k in range(count):
+        module_name = COLD_MODULES[k % len(COLD_MODULES)]
+        rows = candidates[module_name]
+        row = rows[(k // len(COLD_MODULES) * 7 + 3) * len(rows) // 29 % len(rows)]  # spread, deterministic
+        lines = texts[module_name].split("\n")
+        indent = lines[row][: len(lines[row]) - len(lines[row].lstrip())]
+        text = "\n".join([*lines[:row], indent, *lines[row + 1 :]])
+        offset = sum(len(line) + 1 for line in lines[:row]) + len(indent)
+        places.append(ColdPlace(f"{module_name}:{row + 1}", text, offset, lines[row].strip()))
+    return places
+
+
+def first_line(suggestion: str) -> str:
+    return suggestion.strip("\n").split("\n")[0].strip()
+
+
+def similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def cut_off(suggestion: str, real: str, stop_reason: str | None) -> bool:
+    """A suggestion that stops where the model was interrupted: a strict prefix of the real line
+    ending mid-token ("Deprec"), or one from a cancelled or timed-out generation ending mid-line."""
+    shown = first_line(suggestion)
+    if not shown or shown == real or not real.startswith(shown):
+        return False
+    mid_token = (shown[-1].isalnum() or shown[-1] == "_") and (real[len(shown)].isalnum() or real[len(shown)] == "_")
+    return mid_token or (stop_reason in ("cancelled", "time") and "\n" not in suggestion.strip("\n"))
+
+
+@dataclass
+class MovesResult:
+    cold_seconds: list[float] = field(default_factory=list)
+    cold_empty: int = 0
+    cold_exact: int = 0
+    cold_similarity: list[float] = field(default_factory=list)
+    rested_seconds: list[float] = field(default_factory=list)  # cold places after the cursor rested
+    pause_seconds: list[float] = field(default_factory=list)
+    pause_similarity: list[float] = field(default_factory=list)
+    return_pause_seconds: list[float] = field(default_factory=list)
+    cut_off: list[str] = field(default_factory=list)
+
+
+def notify_rest(client: LanguageClient, uri: str, position: lsp.Position) -> None:
+    client.protocol.notify(CURSOR_RESTED, {"textDocument": {"uri": uri}, "position": {"line": position.line, "character": position.character}})
+
+
+async def last_stop_reason(client: LanguageClient) -> str | None:
+    status = await client.protocol.send_request_async("qwen/status", {})
+    recent = getattr(status, "recent", None) or []
+    return getattr(recent[-1], "stop_reason", None) if recent else None
+
+
+async def run_cold(client: LanguageClient, config: str, places: list[ColdPlace], rests: bool, result: MovesResult) -> None:
+    """Open each place's file and ask at once (the cold figure); with rests, every third place is
+    asked again in a fresh copy after the cursor rested there for REST_SECONDS."""
+    for number, place in enumerate(places):
+        asked = [(False, f"file:///bench/cold_{config}_{number}.py")]
+        if rests and number % 3 == 0:
+            asked.append((True, f"file:///bench/rested_{config}_{number}.py"))
+        for rested, uri in asked:
+            client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=place.text)))
+            position = utf16_position(place.text[: place.offset])
+            if rested:
+                notify_rest(client, uri, position)
+                await asyncio.sleep(REST_SECONDS)
+            started = time.perf_counter()
+            suggestion = await ask(client, uri, position)
+            seconds = time.perf_counter() - started
+            client.text_document_did_close(lsp.DidCloseTextDocumentParams(lsp.TextDocumentIdentifier(uri)))
+            if rested:
+                result.rested_seconds.append(seconds)
+                continue
+            result.cold_seconds.append(seconds)
+            result.cold_empty += not first_line(suggestion)
+            result.cold_exact += first_line(suggestion) == place.real
+            result.cold_similarity.append(similarity(first_line(suggestion), place.real))
+            print(f"    [{config}] cold {number + 1}/{len(places)} {place.name}: {seconds:.2f}s {first_line(suggestion)[:40]!r}", flush=True)
+
+
+class TypedFile:
+    """A file kept open in the server, typed into line by line like run_replay does."""
+
+    def __init__(self, client: LanguageClient, uri: str, before: str, body: list[str], after: str) -> None:
+        self.client, self.uri, self.text, self.after, self.body = client, uri, before, after, body
+        self.version, self.next_line = 1, 0
+        client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=before + after)))
+
+    def insert(self, piece: str) -> None:
+        at = utf16_position(self.text)
+        self.version += 1
+        self.text += piece
+        self.client.text_document_did_change(
+            lsp.DidChangeTextDocumentParams(
+                lsp.VersionedTextDocumentIdentifier(uri=self.uri, version=self.version),
+                [lsp.TextDocumentContentChangePartial(range=lsp.Range(at, at), text=piece)],
+            )
+        )
+
+    async def type_lines(self, count: int, result: MovesResult, returning: bool) -> None:
+        """Type `count` more lines: Enter and auto-indent, a pause that waits for the suggestion,
+        then the line's characters at CHARS_PER_SECOND (with a request per keystroke)."""
+        pending = []
+        for line in self.body[self.next_line : self.next_line + count]:
+            indent = line[: len(line) - len(line.lstrip())]
+            self.insert("\n" + indent)
+            started = time.perf_counter()
+            suggestion = await ask(self.client, self.uri, utf16_position(self.text))
+            result.pause_seconds.append(time.perf_counter() - started)
+            if returning and line is self.body[self.next_line]:
+                result.return_pause_seconds.append(result.pause_seconds[-1])
+            result.pause_similarity.append(similarity(first_line(suggestion), line.strip()))
+            if cut_off(suggestion, line.strip(), await last_stop_reason(self.client)):
+                result.cut_off.append(first_line(suggestion))
+            for char in line[len(indent) :]:
+                self.insert(char)
+                pending.append(asyncio.ensure_future(ask(self.client, self.uri, utf16_position(self.text))))
+                await asyncio.sleep(1 / CHARS_PER_SECOND)
+        self.next_line += count
+        await asyncio.gather(*pending)
+
+
+async def run_files(client: LanguageClient, config: str, lines_per_file: int, rests: bool, result: MovesResult) -> None:
+    """Several files open; type in each in turn, then go back to the first (edited a while ago,
+    two other files since) and type on."""
+    sources = {name: (before, rest) for name, before, rest in replay_sources(MOVES_REPLAY)}
+    files = []
+    for name, (before, rest) in sources.items():
+        *body, after = rest
+        files.append(TypedFile(client, f"file:///bench/moves_{config}_{name}.py", before, body, after))
+    for visit, typed in enumerate([*files, files[0]]):
+        if rests:  # the user clicked into the file: our plugins say where the cursor rests
+            notify_rest(client, typed.uri, utf16_position(typed.text))
+        await asyncio.sleep(SWITCH_SECONDS)
+        await typed.type_lines(lines_per_file, result, returning=visit == len(files))
+        print(f"    [{config}] typed {typed.uri.rsplit('/', 1)[-1]}: {len(result.pause_seconds)} pauses so far", flush=True)
+    for typed in files:
+        client.text_document_did_close(lsp.DidCloseTextDocumentParams(lsp.TextDocumentIdentifier(typed.uri)))
+
+
+async def run_moves(model: Path, positions: int, lines_per_file: int) -> dict[str, MovesResult]:
+    results = {}
+    places = cold_places(positions)
+    for config, (options, rests) in CONFIGS.items():
+        print(f"moves, {config} ({options or 'default settings'}{', cursor rests sent' if rests else ''})", flush=True)
+        client = await start_server(model, options)
+        result = results[config] = MovesResult()
+        try:
+            await run_cold(client, config, places, rests, result)
+            await run_files(client, config, lines_per_file, rests, result)
+        finally:
+            await stop_server(client)
+    return results
+
+
+def moves_figures(results: dict[str, MovesResult]) -> dict[str, Any]:
+    out = {}
+    for config, r in results.items():
+        out[config] = {
+            "cold_positions": len(r.cold_seconds),
+            "cold_p50_s": percentile(r.cold_seconds, 0.5),
+            "cold_p95_s": percentile(r.cold_seconds, 0.95),
+            "cold_empty": r.cold_empty / max(1, len(r.cold_seconds)),
+            "cold_exact_first_line": r.cold_exact / max(1, len(r.cold_seconds)),
+            "cold_similarity": statistics.mean(r.cold_similarity) if r.cold_similarity else float("nan"),
+            "rested_positions": len(r.rested_seconds),
+            "rested_p50_s": percentile(r.rested_seconds, 0.5),
+            "pauses": len(r.pause_seconds),
+            "pause_p50_s": percentile(r.pause_seconds, 0.5),
+            "pause_p95_s": percentile(r.pause_seconds, 0.95),
+            "pause_similarity": statistics.mean(r.pause_similarity) if r.pause_similarity else float("nan"),
+            "return_first_pause_s": r.return_pause_seconds[0] if r.return_pause_seconds else float("nan"),
+            "cut_off_suggestions": len(r.cut_off),
+            "cut_off_examples": r.cut_off[:5],
+        }
+    return out
+
+
+MOVES_TABLE = [  # (figure, key(s), format, target)
+    ("cold place in a freshly opened real file, p50 / p95", ("cold_p50_s", "cold_p95_s"), "{:.2f} s", "p50 ≤ 1.5 s, p95 ≤ 2.5 s"),
+    ("... answered with nothing", ("cold_empty",), "{:.0%}", "≤ 5%"),
+    ("... first line exact / similarity", ("cold_exact_first_line", "cold_similarity"), "{:.3f}", "≥ 0.27 / ≥ 0.55"),
+    (f"... the same places after the cursor rested {REST_SECONDS:.0f} s (cursorRested), p50", ("rested_p50_s",), "{:.2f} s", ""),
+    ("typing replay, several files open: pause p50 / p95", ("pause_p50_s", "pause_p95_s"), "{:.2f} s", "≤ 0.3 s / ≤ 1.0 s"),
+    ("... similarity of the pause suggestion to the line then typed", ("pause_similarity",), "{:.2f}", "≥ 0.40"),
+    ("back to a file edited earlier (two other files edited since), first pause", ("return_first_pause_s",), "{:.2f} s", "≤ 0.5 s"),
+    ("pauses whose suggestion was a cut-off start of the right line", ("cut_off_suggestions",), "{}", "0"),
+]
+
+
+def moves_table(figures_: dict[str, Any]) -> list[str]:
+    lines = ["| figure | new caches | caches off (promptCacheMb 0, no prefill) | target |", "| --- | --- | --- | --- |"]
+    for label, keys, fmt, target in MOVES_TABLE:
+        cells = [" / ".join(fmt.format(figures_[config][key]) for key in keys) for config in CONFIGS]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {target} |")
+    return lines
+
+
+def write_moves_report(out_dir: Path, command: str, figures_: dict[str, Any], results: dict[str, MovesResult]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    plot = out_dir / f"moves-{stamp}.png"
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for config, r in results.items():
+        for ax, values, what in [(axes[0], r.cold_seconds, "cold places"), (axes[0], r.rested_seconds, "rested places"), (axes[1], r.pause_seconds, "pauses")]:
+            if values:
+                ordered = sorted(values)
+                ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=f"{what}, {config}")
+    for ax, title, target in [(axes[0], "Cold places in stdlib files", 1.5), (axes[1], "Typing replay, several files open", 0.3)]:
+        ax.axvline(target, color="grey", linestyle=":", label=f"target p50 {target} s")
+        ax.set_title(title)
+        ax.set_xlabel("latency (s)")
+        ax.set_ylabel("fraction of requests")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(plot, dpi=100)
+    lines = [f"# Completion while moving ({time.strftime('%Y-%m-%d %H:%M')})", "", f"Command: `{command}`", ""]
+    lines += [f"Machine: {os.cpu_count()} cores; load average at the end {os.getloadavg()[0]:.1f}.", ""]
+    lines += [*moves_table(figures_), "", f"![latency]({plot.name})", "", "```json", json.dumps(figures_, indent=2), "```", ""]
+    report = out_dir / f"moves-{stamp}.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    return report
+
+
 async def run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model, "", None)
+    command = ("python -m bench completion " + " ".join(args.argv)).strip()
+    if not args.moves_only:
+        await run_earlier_parts(args, model, command)
+    if args.positions > 0 or args.file_lines > 0:
+        results = await run_moves(model, args.positions, args.file_lines)
+        moves = moves_figures(results)
+        print(json.dumps(moves, indent=2))
+        print("\n".join(moves_table(moves)))
+        print(f"report: {write_moves_report(Path(args.out), command, moves, results)}")
+    return 0
+
+
+async def run_earlier_parts(args: argparse.Namespace, model: Path, command: str) -> None:
+    """The typing replay in one file and HumanEval, against their bare baselines."""
     settings = Settings()
     client = await start_server(model)
     # One engine for both baselines: a second model in this process would slow the first by a
@@ -443,10 +730,7 @@ async def run(args: argparse.Namespace) -> int:
         bare_engine.close()
     result = figures(replay, he)
     print(json.dumps(result, indent=2))
-    command = "python -m bench completion " + " ".join(args.argv)
-    report = write_report(Path(args.out), command.strip(), result, replay, he)
-    print(f"report: {report}")
-    return 0
+    print(f"report: {write_report(Path(args.out), command, result, replay, he)}")
 
 
 def main(argv: list[str]) -> int:
@@ -454,6 +738,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tasks", type=int, default=150, help="HumanEval tasks (every 6th of the 1,033; at most 150)")
     parser.add_argument("--lines", type=int, default=60, help="lines to type in the replay")
     parser.add_argument("--overhead-every", type=int, default=3, help="measure the engine alone on every Nth task")
+    parser.add_argument("--moves-only", action="store_true", help="only the moves: cold places, several files open, cut-offs")
+    parser.add_argument("--positions", type=int, default=60, help="cold places in stdlib files (moves)")
+    parser.add_argument("--file-lines", type=int, default=8, help="lines typed per file visit in the multi-file replay (moves)")
     parser.add_argument("--model", help="GGUF model (default: QWEN_LSP_MODEL, then the bundled model)")
     parser.add_argument("--out", default="bench/results", help="where the report and plot go")
     args = parser.parse_args(argv)

@@ -23,6 +23,7 @@ from qwen_lsp.completion.flight import Flight
 from qwen_lsp.completion.project_context import ProjectContext
 from qwen_lsp.config import Settings
 from qwen_lsp.completion.layout import Context, Mode
+from qwen_lsp.syntax import symbols
 from qwen_lsp.syntax.documents import Document
 from qwen_lsp.engine.base import Engine, GenerationRequest, StopReason
 
@@ -55,7 +56,8 @@ class Completer:
         self.cache = SuggestionCache()
         self._flights: dict[str, Flight] = {}
         self._warming: Flight | None = None
-        self._requests: dict[str, int] = {}  # newest request number per document
+        # Newest request number per document (0: none yet, but a place in it was prefilled).
+        self._requests: dict[str, int] = {}
         self.project = ProjectContext()
 
     def prompt(self, settings: Settings, doc: Document, ctx: Context) -> Prompt:
@@ -99,10 +101,30 @@ class Completer:
         """After an edit, evaluate the prompt up to the cursor while the engine is idle, so the
         request that follows (now or after a pause) only pays for what comes after it."""
         busy = [*self._flights.values(), *([self._warming] if self._warming else [])]
-        if not settings.enable_completion or any(not flight.done for flight in busy):
+        if any(not flight.done for flight in busy):
             return
+        self._warm_at(settings, doc, offset, context.build(doc, offset, settings.completion_context_tokens))
+
+    def prefill(self, settings: Settings, doc: Document, offset: int) -> None:
+        """The cursor rests at `offset` (our editor plugins say so) or the document was just
+        opened: evaluate the prompt there while the engine is idle, so that typing there starts
+        warm. It queues behind generations already asked for, and a real request supersedes it
+        (see `_start`): the engine lets go within one prompt step."""
+        if self._warming is not None and not self._warming.done:
+            self._warming.supersede()  # the cursor moved on: only its newest resting place counts
+        self._requests.setdefault(doc.uri, 0)  # a place in it is known: `opened` need not guess one
         ctx = context.build(doc, offset, settings.completion_context_tokens)
-        if ctx.mode is Mode.NOTHING or self.cache.get(doc.text[:offset], doc.text[offset:]) is not None:
+        if ctx.mode is Mode.NOTHING and ctx.line_suffix:
+            # Resting on code the user will edit rather than extend: the line's end shares the
+            # prompt's stable part (project sections, header, the window up to the anchor).
+            offset += len(ctx.line_suffix)
+            ctx = context.build(doc, offset, settings.completion_context_tokens)
+        self._warm_at(settings, doc, offset, ctx)
+
+    def _warm_at(self, settings: Settings, doc: Document, offset: int, ctx: Context) -> None:
+        if not settings.enable_completion or ctx.mode is Mode.NOTHING:
+            return
+        if self.cache.get(doc.text[:offset], doc.text[offset:]) is not None:
             return
         request = GenerationRequest(prompt=self.prompt(settings, doc, ctx), max_tokens=0)
         self._warming = Flight(self._engine().generate(request), doc.text[:offset], doc.text[offset:], lambda _: False)
@@ -111,10 +133,14 @@ class Completer:
     def set_workspace(self, folders: list[Path]) -> None:
         self.project.set_folders(folders)
 
-    async def opened(self, doc: Document) -> None:
-        """A document was opened: read what it imports from the project, off the event loop."""
+    async def opened(self, doc: Document, settings: Settings | None = None) -> None:
+        """A document was opened: read what it imports from the project, off the event loop;
+        then, given the settings, prefill its likely first place (the project sections read
+        just now lead every prompt of the file, so they are read first)."""
         self.project.opened(doc.uri, doc.text)
         await asyncio.to_thread(self.project.warm, doc.uri, doc.text)
+        if settings is not None and doc.uri not in self._requests:
+            self.prefill(settings, doc, first_place(doc))
 
     def edited(self, doc: Document) -> None:
         self.project.edited(doc.uri, doc.text)
@@ -168,6 +194,17 @@ class Completer:
         flight = Flight(generation, before, after, lambda text: postprocess.end_of_suggestion(text, ctx) is not None)
         self._flights[doc.uri] = flight
         return flight
+
+
+def first_place(doc: Document) -> int:
+    """Where a freshly opened document will most likely be completed first, as far as the server
+    can tell: the end of its first definition (inside a function body, and a window from the
+    file's top that nearby places share), else the end of the text."""
+    definitions = symbols.top_level_definitions(doc.tree, doc.data).values() if doc.tree is not None else []
+    first = min((d.node for d in definitions if d.node.type != "expression_statement"), key=lambda n: n.start_byte, default=None)
+    if first is None:
+        return len(doc.text)
+    return symbols.char_offset(doc.data, first.end_byte)
 
 
 def complete_lines(text: str, stop_reason: StopReason | None, ctx: Context) -> str:

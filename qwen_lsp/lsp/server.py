@@ -19,7 +19,7 @@ from qwen_lsp.engine.base import Engine, EngineState, EngineStatus
 from qwen_lsp.lsp import commands, transport
 from qwen_lsp.lsp.capabilities import ClientFeatures
 from qwen_lsp.lsp.convert import to_diagnostic
-from qwen_lsp.lsp.handlers import code_actions, completion, explain, lifecycle, status, sync
+from qwen_lsp.lsp.handlers import code_actions, completion, explain, lifecycle, prefill, status, sync
 from qwen_lsp.lsp.progress import Progress
 from qwen_lsp.lsp.protocol import QwenProtocol
 from qwen_lsp.syntax import diagnostics
@@ -189,4 +189,5 @@ def create_server(engine_factory: EngineFactory) -> QwenLanguageServer:
     server.command(commands.EXPLAIN_COMMAND)(explain.explain_command)
     server.feature(lsp.WINDOW_WORK_DONE_PROGRESS_CANCEL)(explain.work_done_progress_cancel)
     server.feature(status.STATUS_REQUEST)(status.status)
+    server.feature(prefill.CURSOR_RESTED)(prefill.cursor_rested)
     return server

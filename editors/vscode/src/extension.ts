@@ -12,6 +12,7 @@ import {
 import { ExplainPanel, ExplainTarget } from "./explain";
 import { Installer } from "./install";
 import { fixAtCursor, trackMenuContext } from "./menu";
+import { trackCursorRest } from "./rest";
 import { DeclaredSettings, Manifest, languages, serverOptions } from "./server";
 import { StatusItem } from "./status";
 
@@ -23,7 +24,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const panel = new ExplainPanel(() => client, status);
   const settings = new DeclaredSettings(context.extension.packageJSON as Manifest);
   const installer = new Installer(context.globalStorageUri, log);
-  context.subscriptions.push(log, status, panel, trackMenuContext());
+  context.subscriptions.push(log, status, panel, trackMenuContext(), trackCursorRest(() => client));
 
   const install = async (): Promise<void> => {
     if (await installer.install()) {

@@ -23,7 +23,7 @@ def did_open(ls: QwenLanguageServer, params: lsp.DidOpenTextDocumentParams) -> N
     item = params.text_document
     doc = ls.documents.open(item.uri, item.text, item.version, item.language_id)
     ls.publish_syntax_diagnostics(doc)
-    ls.run_in_background(ls.completer.opened(doc))
+    ls.run_in_background(ls.completer.opened(doc, ls.settings))
 
 
 def did_change(ls: QwenLanguageServer, params: lsp.DidChangeTextDocumentParams) -> None:

@@ -80,6 +80,12 @@ M.defaults = {
     next = '<M-]>',
     prev = '<M-[>',
   },
+  cursor_rest = {
+    -- Tell the server where the cursor rests, so it reads the prompt there before you type.
+    enabled = true,
+    -- How long the cursor must stay put (milliseconds).
+    delay_ms = 300,
+  },
   explain = {
     -- Largest size of the explanation window, as a fraction of the editor.
     max_width = 0.6,
@@ -179,6 +185,9 @@ end
 
 local function on_attach(client, bufnr)
   require('qwen_lsp.menu').attach()
+  if M.options.cursor_rest.enabled then
+    require('qwen_lsp.rest').attach(client, bufnr, M.options.cursor_rest.delay_ms)
+  end
   if M.options.ghost_text.enabled and client:supports_method('textDocument/inlineCompletion') then
     if M.native_ghost_text() then
       vim.lsp.inline_completion.enable(true, { bufnr = bufnr })

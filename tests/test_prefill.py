@@ -1,0 +1,111 @@
+"""Idle prefill (Completer.prefill, lsp/handlers/prefill.py): where the cursor rests, and where a
+freshly opened document will likely be completed first, the prompt is read while the engine is
+idle. Through a real client with the real model: a completion at a rested place evaluates only a
+few tokens, and a prefill in progress gives way to a real request within one prompt step."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from lsprotocol import types as lsp
+
+from qwen_lsp.completion.completer import Completer, first_place
+from qwen_lsp.config import Settings
+from qwen_lsp.engine.base import GenerationRequest
+from qwen_lsp.syntax.documents import Document
+from tests.conftest import open_doc, server_status, settled_status
+from tests.fake_engine import FakeEngine
+from tests.test_prompt_cache import end_of, inline, module
+
+CURSOR_RESTED = "qwen/cursorRested"
+
+
+def rest(client, uri: str, position: lsp.Position) -> None:
+    client.protocol.notify(CURSOR_RESTED, {"textDocument": {"uri": uri}, "position": {"line": position.line, "character": position.character}})
+
+
+async def prefill_done(client, seen: int, timeout: float = 60.0) -> list[dict]:
+    """The engine's records after the first `seen`, once a prefill (nothing generated, stopped by
+    its zero token budget) is among them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        recent = (await server_status(client)).get("recent", [])[seen:]
+        if any(r["stop_reason"] == "length" and r["generated_tokens"] == 0 for r in recent):
+            return recent
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no prefill recorded: {recent}")
+
+
+async def test_a_completion_where_the_cursor_rested_evaluates_only_a_few_tokens(client, tmp_path):
+    text = module("alpha", functions=20)
+    uri = open_doc(client, str(tmp_path / "alpha.py"), text)
+    seen = len((await server_status(client)).get("recent", []))
+    rest(client, uri, end_of(text))
+    await prefill_done(client, seen)
+    seen = len((await settled_status(client, seen + 1))["recent"])
+    await inline(client, uri, end_of(text))
+    request = (await settled_status(client, seen + 1))["recent"][-1]
+    print(f"rested place: {request['evaluated_tokens']} of {request['prompt_tokens']} prompt tokens evaluated")
+    assert request["prompt_tokens"] > 300, request
+    assert request["evaluated_tokens"] < request["prompt_tokens"] / 10, request
+
+
+async def test_a_prefill_in_progress_gives_way_to_a_real_request_within_one_step(client, tmp_path):
+    big = module("beta", functions=60)  # a prompt of ~650 tokens: ~3 s to read
+    small = module("gamma", functions=2)
+    big_uri = open_doc(client, str(tmp_path / "beta.py"), big)
+    small_uri = open_doc(client, str(tmp_path / "gamma.py"), small)
+    await inline(client, small_uri, end_of(small))  # the model is loaded and idle
+    seen = len((await settled_status(client, 1))["recent"])
+    rest(client, big_uri, end_of(big))
+    await asyncio.sleep(0.5)  # the prefill is reading its prompt
+    await inline(client, small_uri, lsp.Position(3, 0))
+    recent = (await settled_status(client, seen + 2))["recent"][seen:]
+    prefill, request = recent[0], recent[-1]
+    print(f"real request queued {request['queued_seconds']:.3f} s behind a prefill that had read {prefill['evaluated_tokens']} tokens")
+    assert prefill["stop_reason"] == "cancelled" and prefill["generated_tokens"] == 0, recent
+    assert prefill["prompt_tokens"] > 500 and prefill["evaluated_tokens"] < prefill["prompt_tokens"], recent
+    assert request["queued_seconds"] < 2.0, recent  # one 256-token step is ~1.1 s on 2 cores
+
+
+class RecordingEngine(FakeEngine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[GenerationRequest] = []
+
+    def generate(self, request, on_prompt_progress=None):
+        self.requests.append(request)
+        return super().generate(request, on_prompt_progress)
+
+
+FILE = '''import os
+
+
+def first(path):
+    name = os.path.basename(path)
+    return name.upper()
+
+
+def second(value):
+    return value * 2
+'''
+
+
+def test_the_first_place_of_a_file_is_the_end_of_its_first_definition():
+    doc = Document("file:///first.py", FILE, 1, "python")
+    assert FILE[: first_place(doc)].endswith("return name.upper()")
+    assert first_place(Document("file:///empty.py", "x = 1\n", 1, "python")) == len("x = 1\n")
+
+
+async def test_an_opened_document_is_prefilled_at_its_first_place_unless_a_place_is_known():
+    engine = RecordingEngine()
+    completer = Completer(lambda: engine)
+    await completer.opened(Document("file:///first.py", FILE, 1, "python"), Settings())
+    assert [r.max_tokens for r in engine.requests] == [0]
+    assert engine.requests[0].prompt.text.split("<|fim_middle|>")[-1].endswith("return name.upper()")
+    rested = Document("file:///rested.py", FILE, 1, "python")
+    completer.prefill(Settings(), rested, len(FILE))  # the plugin said where the cursor is
+    await completer.opened(rested, Settings())
+    assert len(engine.requests) == 2, "the known place is not replaced by a guess"
+    engine.close()
