@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ("completion", "remote", "soak", "explain-fix")
+BENCHMARKS = ("completion", "remote", "soak", "explain-fix", "keystroke", "project-completion", "explain", "fix")
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:

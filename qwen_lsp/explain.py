@@ -103,7 +103,7 @@ def target(doc: Document, start: int, end: int) -> Target | None:
     node = symbols.function_at(doc.tree, doc.byte_offset(start))
     if node is None:
         return None
-    data = doc.text.encode("utf-8", "surrogatepass")
+    data = doc.data
     name = symbols.definition_name(node, data)
     return Target(symbols.char_offset(data, node.start_byte), symbols.char_offset(data, node.end_byte), f"`{name}`")
 
@@ -117,7 +117,7 @@ def context(doc: Document, start: int, end: int, needed: tuple[str, ...] = ()) -
     elsewhere in the file of names it uses (short ones whole, long ones as outlines)."""
     if doc.tree is None:
         return ""
-    data = doc.text.encode("utf-8", "surrogatepass")
+    data = doc.data
     start_byte, end_byte = doc.byte_offset(start), doc.byte_offset(end)
     parts = []
     imports = [line for line in symbols.imports(doc.tree, data) if set(re.findall(r"\w+", line)) & set(needed)]
@@ -173,7 +173,7 @@ def build_messages(doc: Document, start: int, end: int, language: str | None = N
     selection = doc.text[start:end].strip("\n")
     found = outline.Outline(None, None, (), None, False, ())
     if doc.tree is not None:
-        found = outline.outline(doc.tree, doc.text.encode("utf-8", "surrogatepass"), doc.byte_offset(start), doc.byte_offset(end))
+        found = outline.outline(doc.tree, doc.data, doc.byte_offset(start), doc.byte_offset(end))
     user = prompts.render(
         "explain_user.md",
         path=doc.uri.rsplit("/", 1)[-1],

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 from tree_sitter import Node
 
+from qwen_lsp.syntax import symbols
 from qwen_lsp.syntax.documents import Document
+from qwen_lsp.syntax.indent import leading_whitespace
 
 # Code is about 3 characters a token for this tokenizer (measured on stdlib code: 3.1-3.6); err
 # towards fewer characters so a window never overruns its budget.
@@ -37,8 +39,6 @@ MIDDLE_SHARE = 0.1
 # Characters right of the cursor that still leave room for a suggestion (closers, separators).
 _CLOSERS = set(")]}\"'`:;,")
 _STRING_TYPES = {"string", "template_string", "raw_string_literal", "string_literal", "char_literal"}
-_DEFINITION_TYPES = {"function_definition", "class_definition", "decorated_definition"}
-_IMPORT_TYPES = {"import_statement", "import_from_statement", "future_import_statement"}
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 # A line starting at column 0 with code: where a top-level statement begins (a closing bracket
 # or a comment there continues or annotates the one before).
@@ -69,7 +69,7 @@ def build(doc: Document, offset: int, budget_tokens: int) -> Context:
     line_end = line_start + len(doc.line(line_no))
     line_prefix, line_suffix = doc.text[line_start:offset], doc.text[offset:line_end]
     mode = decide(doc, offset, line_prefix, line_suffix)
-    indent = _indentation(line_prefix) if not line_prefix.strip() else _indentation(doc.line(line_no))
+    indent = leading_whitespace(line_prefix) if not line_prefix.strip() else leading_whitespace(doc.line(line_no))
     if mode is Mode.BLOCK:
         indent = _block_indent(doc, line_no, line_prefix)
     if mode is Mode.NOTHING:
@@ -122,7 +122,7 @@ def _unclosed_quote(doc: Document, offset: int) -> bool:
     assert doc.tree is not None
     point = doc.byte_offset(offset)
     line_start = doc.byte_offset(doc.offset_at(doc.position_at(offset)[0], 0))
-    code_end = len(doc.text[:offset].rstrip().encode("utf-8", "surrogatepass"))  # trailing blanks are in no node
+    code_end = doc.byte_offset(_code_end(doc.text, offset))  # trailing blanks are in no node
     node: Node | None = doc.tree.root_node.descendant_for_byte_range(max(code_end - 1, 0), code_end)
     while node is not None:
         if node.type in _STRING_TYPES:
@@ -141,6 +141,13 @@ def _unclosed_quote(doc: Document, offset: int) -> bool:
     return False
 
 
+def _code_end(text: str, offset: int) -> int:
+    """`len(text[:offset].rstrip())` without copying the text before the cursor."""
+    while offset > 0 and text[offset - 1].isspace():
+        offset -= 1
+    return offset
+
+
 def _previous_code_line(doc: Document, line_no: int) -> str | None:
     for number in range(line_no - 1, -1, -1):
         if doc.line(number).strip():
@@ -154,18 +161,14 @@ def _body_follows(doc: Document, offset: int, opener: str) -> bool:
     for number in range(line_no + 1, doc.line_count):
         line = doc.line(number)
         if line.strip():
-            return len(_indentation(line)) > len(_indentation(opener))
+            return len(leading_whitespace(line)) > len(leading_whitespace(opener))
     return False
-
-
-def _indentation(line: str) -> str:
-    return line[: len(line) - len(line.lstrip(" \t"))]
 
 
 def _block_indent(doc: Document, line_no: int, line_prefix: str) -> str:
     opener = _previous_code_line(doc, line_no) or ""
     unit = "\t" if opener.startswith("\t") else "    "
-    deeper = _indentation(opener) + unit
+    deeper = leading_whitespace(opener) + unit
     return line_prefix if len(line_prefix) >= len(deeper) else deeper
 
 
@@ -209,12 +212,12 @@ def _header(doc: Document, start: int, used: set[str], budget_chars: int) -> str
     tree = doc.tree_before(start) if start > 0 and budget_chars > 0 else None
     if tree is None:
         return ""
-    data = doc.text[:start].encode("utf-8", "surrogatepass")
+    data = doc.data[: doc.byte_offset(start)]
     parts: list[str] = []
     for child in tree.root_node.children:
-        if child.type in _IMPORT_TYPES:
-            parts.append(_node_text(data, child))
-        elif child.type in _DEFINITION_TYPES:
+        if child.type in symbols.IMPORTS:
+            parts.append(symbols.node_text(data, child))
+        elif symbols.definition_node(child).type in symbols.DEFINITIONS:
             encloses = child.end_byte >= len(data)  # the window starts inside it
             signature = _signature(data, child, None if encloses else used)
             if signature:
@@ -230,27 +233,18 @@ def _header(doc: Document, start: int, used: set[str], budget_chars: int) -> str
 def _signature(data: bytes, node: Node, used: set[str] | None) -> str:
     """`def name(...) ...` / `class Name(...)` with its methods' signatures, if `used` (None: any
     name) holds its name."""
-    definition = node.child_by_field_name("definition") if node.type == "decorated_definition" else node
-    if definition is None:
-        return ""
+    definition = symbols.definition_node(node)
     name = definition.child_by_field_name("name")
-    if name is None or (used is not None and _node_text(data, name) not in used):
+    if name is None or (used is not None and symbols.node_text(data, name) not in used):
         return ""
     body = definition.child_by_field_name("body")
-    head = data[definition.start_byte : body.start_byte if body else definition.end_byte].decode("utf-8", "replace").rstrip()
     indent = " " * (definition.start_point.column + 4)
-    lines = [head]
+    lines = [symbols.header(definition, data)]
     if definition.type == "class_definition" and body is not None:
         for member in body.children:
-            method = member.child_by_field_name("definition") if member.type == "decorated_definition" else member
-            if method is not None and method.type == "function_definition":
-                method_body = method.child_by_field_name("body")
-                end = method_body.start_byte if method_body else method.end_byte
-                lines.append(indent + data[method.start_byte : end].decode("utf-8", "replace").rstrip() + " ...")
+            method = symbols.definition_node(member)
+            if method.type == "function_definition":
+                lines.append(indent + symbols.header(method, data) + " ...")
     if len(lines) == 1:
         lines[0] += " ..."
     return "\n".join(lines)
-
-
-def _node_text(data: bytes, node: Node) -> str:
-    return data[node.start_byte : node.end_byte].decode("utf-8", "replace")

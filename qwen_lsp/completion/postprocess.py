@@ -9,6 +9,7 @@ line, no trailing whitespace, and never an empty suggestion.
 from __future__ import annotations
 
 from qwen_lsp.completion.layout import Context, Mode
+from qwen_lsp.syntax.indent import leading_whitespace, width
 
 # A block suggestion stops after this many lines: longer ones are rarely accepted whole.
 MAX_BLOCK_LINES = 8
@@ -25,7 +26,7 @@ def end_of_suggestion(text: str, ctx: Context) -> int | None:
     complete = lines[:-1]  # the last line may still grow
     end = 0
     for number, line in enumerate(complete):
-        if number > 0 and line.strip() and _width(line) < _width(ctx.indent):
+        if number > 0 and line.strip() and width(line) < width(ctx.indent):
             return max(end - 1, 0)  # a dedent closes the block
         if number >= MAX_BLOCK_LINES or (number > 0 and _repeats(complete[: number], line)):
             return max(end - 1, 0)
@@ -62,7 +63,7 @@ def missing_indent(text: str, ctx: Context) -> str | None:
         return None
     above = (ctx.prefix + ctx.middle).split("\n")
     previous = next((line for line in reversed(above[:-1]) if line.strip()), "")
-    indent = previous[: len(previous) - len(previous.lstrip(" \t"))]
+    indent = leading_whitespace(previous)
     return indent + ("    " if previous.rstrip().endswith(":") else "") or None
 
 
@@ -74,11 +75,6 @@ def _leading_blank_lines(text: str, ctx: Context) -> int:
     if not stripped or "\n" not in text[: len(text) - len(stripped)]:
         return 0
     return text.rfind("\n", 0, len(text) - len(stripped)) + 1
-
-
-def _width(indent_or_line: str) -> int:
-    indent = indent_or_line[: len(indent_or_line) - len(indent_or_line.lstrip(" \t"))]
-    return len(indent.expandtabs(4))
 
 
 def _repeats(previous: list[str], line: str) -> bool:

@@ -153,7 +153,7 @@ class QwenLanguageServer(LanguageServer):
         return doc
 
     def publish_syntax_diagnostics(self, doc: Document) -> None:
-        problems = diagnostics.syntax_problems(doc.text, doc.tree, doc.language_id)
+        problems = diagnostics.document_problems(doc)
         published = [to_diagnostic(doc, p) for p in problems]
         self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=doc.uri, version=doc.version, diagnostics=published))
 

@@ -108,11 +108,14 @@ def _bound_in(tree: Tree, start_byte: int, end_byte: int, data: bytes) -> set[st
 def _identifiers(node: Node | None, data: bytes) -> list[str]:
     if node is None:
         return []
-    if node.type == "identifier":
-        return [_text(data, node)]
-    if node.type == "attribute":
-        return []  # `self.x = ...` binds no name
-    return [name for child in node.named_children for name in _identifiers(child, data)]
+    names, stack = [], [node]
+    while stack:  # a loop, not recursion: deeply nested code must not hit the recursion limit
+        current = stack.pop()
+        if current.type == "identifier":
+            names.append(_text(data, current))
+        elif current.type != "attribute":  # `self.x = ...` binds no name
+            stack.extend(reversed(current.named_children))
+    return names
 
 
 def _names_read(tree: Tree, start_byte: int, end_byte: int, data: bytes) -> list[str]:

@@ -126,12 +126,16 @@ def read_bindings(root: Node) -> list[Binding]:
     return bindings
 
 
-def _walk_imports(node: Node) -> list[Node]:
-    if node.type in ("import_statement", "import_from_statement"):
-        return [node]
-    if node.type in ("function_definition", "class_definition"):
-        return []
-    return [found for child in node.children for found in _walk_imports(child)]
+def _walk_imports(root: Node) -> list[Node]:
+    """Import statements outside functions and classes, in order (a loop: no recursion limit)."""
+    found, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        if node.type in ("import_statement", "import_from_statement"):
+            found.append(node)
+        elif node.type not in ("function_definition", "class_definition"):
+            stack.extend(reversed(node.children))
+    return found
 
 
 def _dotted_and_alias(item: Node) -> tuple[str, str | None]:
@@ -542,13 +546,25 @@ class RecentChunks:
         self._chunks.extend([*kept, chunk])
         self.generation += 1
 
-    def for_window(self, current_path: str, window: str, budget_chars: int) -> list[tuple[str, str]]:
+    def forget(self, path: str) -> None:
+        """`path`'s buffer was edited: its chunks show text it no longer has (a renamed method
+        the model would copy). It is gathered again when saved or closed."""
+        kept = [chunk for chunk in self._chunks if chunk.path != path]
+        if len(kept) < len(self._chunks):
+            self._chunks.clear()
+            self._chunks.extend(kept)
+            self.generation += 1
+
+    def for_window(
+        self, current_path: str, window: str, budget_chars: int, shown: Collection[str] = ()
+    ) -> list[tuple[str, str]]:
         """(path, text) of the chunks to show beside `window`, oldest first (the order they came
-        in, so the prompt's beginning stays put as new ones arrive), newest kept within budget."""
+        in, so the prompt's beginning stays put as new ones arrive), newest kept within budget;
+        none of the files in `shown` (their definitions are in the prompt already)."""
         chosen: list[Chunk] = []
         used = 0
         for chunk in reversed(self._chunks):
-            if chunk.path == current_path or similarity(chunk.text, window) > WINDOW_SIMILARITY:
+            if chunk.path == current_path or chunk.path in shown or similarity(chunk.text, window) > WINDOW_SIMILARITY:
                 continue
             if used + len(chunk.text) + len(chunk.path) + 16 > budget_chars:
                 break

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 from tree_sitter import Node, Tree
 
-_DEFINITIONS = {"function_definition", "class_definition"}
-_IMPORTS = {"import_statement", "import_from_statement", "future_import_statement"}
+from qwen_lsp.syntax.documents import decoded_length
+from qwen_lsp.syntax.indent import width
+
+DEFINITIONS = {"function_definition", "class_definition"}
+IMPORTS = {"import_statement", "import_from_statement", "future_import_statement"}
 _HEADER_WORDS = ("def ", "async def ", "class ")
 # A definition longer than this is shown as its outline (signatures, fields), not in full.
 FULL_DEFINITION_LINES = 16
@@ -27,11 +30,11 @@ class Definition:
     node: Node
 
 
-def _text(data: bytes, node: Node) -> str:
+def node_text(data: bytes, node: Node) -> str:
     return data[node.start_byte : node.end_byte].decode("utf-8", "replace")
 
 
-def _definition_node(node: Node) -> Node:
+def definition_node(node: Node) -> Node:
     """The class/function node of a (possibly decorated) definition."""
     if node.type == "decorated_definition":
         inner = node.child_by_field_name("definition")
@@ -42,32 +45,32 @@ def _definition_node(node: Node) -> Node:
 
 def char_offset(data: bytes, byte: int) -> int:
     """Character offset of a byte offset into UTF-8 `data`."""
-    return len(data[:byte].decode("utf-8", "replace"))
+    return decoded_length(data[:byte])
 
 
 def definition_name(node: Node, data: bytes) -> str:
-    name = _definition_node(node).child_by_field_name("name")
-    return _text(data, name) if name is not None else "?"
+    name = definition_node(node).child_by_field_name("name")
+    return node_text(data, name) if name is not None else "?"
 
 
 def imports(tree: Tree, data: bytes) -> list[str]:
-    return [_text(data, n) for n in tree.root_node.children if n.type in _IMPORTS]
+    return [node_text(data, n) for n in tree.root_node.children if n.type in IMPORTS]
 
 
 def top_level_definitions(tree: Tree, data: bytes) -> dict[str, Definition]:
     """Module-level functions, classes and assigned names, by name (decorators included)."""
     found: dict[str, Definition] = {}
     for node in tree.root_node.children:
-        inner = _definition_node(node)
-        if inner.type in _DEFINITIONS:
+        inner = definition_node(node)
+        if inner.type in DEFINITIONS:
             name = inner.child_by_field_name("name")
             if name is not None:
-                found[_text(data, name)] = Definition(_text(data, name), node)
+                found[node_text(data, name)] = Definition(node_text(data, name), node)
         elif node.type == "expression_statement" and node.named_child_count:
             assignment = node.named_children[0]
             left = assignment.child_by_field_name("left") if assignment.type == "assignment" else None
             if left is not None and left.type == "identifier":
-                found[_text(data, left)] = Definition(_text(data, left), node)
+                found[node_text(data, left)] = Definition(node_text(data, left), node)
     return found
 
 
@@ -80,7 +83,7 @@ def names_used(tree: Tree, start_byte: int, end_byte: int, data: bytes) -> list[
         if node.end_byte <= start_byte or node.start_byte >= end_byte:
             continue
         if node.type == "identifier":
-            seen.setdefault(_text(data, node), None)
+            seen.setdefault(node_text(data, node), None)
         stack.extend(reversed(node.children))
     return list(seen)
 
@@ -93,7 +96,7 @@ def all_defined_names(tree: Tree, data: bytes) -> set[str]:
     while stack:
         node = stack.pop()
         field = None
-        if node.type in _DEFINITIONS:
+        if node.type in DEFINITIONS:
             field = node.child_by_field_name("name")
         elif node.type in ("assignment", "augmented_assignment"):
             field = node.child_by_field_name("left")
@@ -101,12 +104,12 @@ def all_defined_names(tree: Tree, data: bytes) -> set[str]:
                 field = field.child_by_field_name("attribute")
         elif node.type in ("typed_parameter", "default_parameter", "typed_default_parameter"):
             field = node.child_by_field_name("name") or (node.named_children[0] if node.named_children else None)
-        elif node.type in ("dotted_name", "aliased_import") and node.parent is not None and node.parent.type in _IMPORTS:
+        elif node.type in ("dotted_name", "aliased_import") and node.parent is not None and node.parent.type in IMPORTS:
             field = node.child_by_field_name("alias") or node.named_children[-1]
         elif node.type == "identifier" and node.parent is not None and node.parent.type == "parameters":
             field = node
         if field is not None and field.type == "identifier":
-            names.add(_text(data, field))
+            names.add(node_text(data, field))
         stack.extend(node.children)
     return names
 
@@ -116,7 +119,7 @@ def enclosing_signatures(tree: Tree, start_byte: int, end_byte: int, data: bytes
     node = tree.root_node.descendant_for_byte_range(start_byte, max(start_byte, end_byte - 1))
     headers = []
     while node is not None:
-        if node.type in _DEFINITIONS and not (node.start_byte >= start_byte and node.end_byte <= end_byte):
+        if node.type in DEFINITIONS and not (node.start_byte >= start_byte and node.end_byte <= end_byte):
             headers.append(header(node, data))
         node = node.parent
     return headers[::-1]
@@ -132,20 +135,20 @@ def header(node: Node, data: bytes) -> str:
 def render_definition(definition: Definition, data: bytes) -> str:
     """The definition's source, or for a long one its outline: signature, docstring's first line,
     class fields and method signatures."""
-    source = _text(data, definition.node)
+    source = node_text(data, definition.node)
     if source.count("\n") < FULL_DEFINITION_LINES:
         return source
-    inner = _definition_node(definition.node)
+    inner = definition_node(definition.node)
     body = inner.child_by_field_name("body")
     line_start = data.rfind(b"\n", 0, definition.node.start_byte) + 1
     indent = " " * (definition.node.start_byte - line_start)
     lines = [data[definition.node.start_byte : body.start_byte if body else inner.end_byte].decode().rstrip()]
     for child in body.named_children if body is not None else []:
-        member = _definition_node(child)
-        if member.type in _DEFINITIONS:
+        member = definition_node(child)
+        if member.type in DEFINITIONS:
             lines.append(indent + "    " + header(member, data) + " ...")
         elif child.type == "expression_statement" and (inner.type == "class_definition" or child == body.named_children[0]):
-            lines.append(indent + "    " + _text(data, child).split("\n", 1)[0])
+            lines.append(indent + "    " + node_text(data, child).split("\n", 1)[0])
     if inner.type == "function_definition":
         lines.append(indent + "    ...")
     return "\n".join(lines)
@@ -191,10 +194,6 @@ def function_at(tree: Tree, byte: int) -> Node | None:
 
 
 # -- units by indentation --------------------------------------------------------------------------
-def _indent(line: str) -> int:
-    return len(line.expandtabs(8)) - len(line.expandtabs(8).lstrip())
-
-
 def _is_blank(line: str) -> bool:
     return not line.strip() or line.lstrip().startswith("#")
 
@@ -207,20 +206,20 @@ def unit_lines(lines: list[str], first: int, last: int) -> tuple[int, int]:
     Found by indentation rather than from the tree: around a syntax error the tree is broken,
     while the code's layout still says where a definition starts and ends.
     """
-    level = min((_indent(lines[i]) for i in range(first, last + 1) if not _is_blank(lines[i])), default=0)
+    level = min((width(lines[i]) for i in range(first, last + 1) if not _is_blank(lines[i])), default=0)
     candidates = []  # (header line, its indentation), innermost first
     for row in range(first, -1, -1):
         line = lines[row]
         if _is_blank(line):
             continue
-        indent = _indent(line)
+        indent = width(line)
         if indent < level or (row == first and indent <= level):
             candidates.append((row, indent))
             level = indent
             if indent == 0:
                 break
     if not candidates:
-        candidates.append((first, _indent(lines[first])))
+        candidates.append((first, width(lines[first])))
     fallback = None
     for row, indent in candidates:
         stripped = lines[row].lstrip()
@@ -238,7 +237,7 @@ def unit_lines(lines: list[str], first: int, last: int) -> tuple[int, int]:
 
 
 def _with_decorators(lines: list[str], row: int, indent: int) -> int:
-    while row > 0 and lines[row - 1].lstrip().startswith("@") and _indent(lines[row - 1]) == indent:
+    while row > 0 and lines[row - 1].lstrip().startswith("@") and width(lines[row - 1]) == indent:
         row -= 1
     return row
 
@@ -251,7 +250,7 @@ def _block_end(lines: list[str], row: int, indent: int, at_least: int) -> int:
         line = lines[i]
         if _is_blank(line):
             continue
-        if _indent(line) > indent or (_indent(line) == indent and line.lstrip()[:1] in ")]}"):
+        if width(line) > indent or (width(line) == indent and line.lstrip()[:1] in ")]}"):
             end = max(end, i)
         elif i > at_least:
             break
