@@ -35,26 +35,19 @@ class InProcessClient:
         self._stop = threading.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-        @self.client.feature(lsp.PROGRESS)
-        def progress(params: lsp.ProgressParams) -> None:
-            self.on_progress(params)
+        handlers: dict[str, Callable[[Any], None]] = {
+            lsp.PROGRESS: lambda params: self.on_progress(params),
+            lsp.WINDOW_WORK_DONE_PROGRESS_CREATE: lambda params: None,
+            lsp.WINDOW_SHOW_MESSAGE: lambda params: print(params.message, file=sys.stderr),
+            lsp.WINDOW_LOG_MESSAGE: lambda params: None,
+            lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS: self._on_diagnostics,
+        }
+        for method, handler in handlers.items():
+            self.client.feature(method)(handler)
 
-        @self.client.feature(lsp.WINDOW_WORK_DONE_PROGRESS_CREATE)
-        def create_progress(params: lsp.WorkDoneProgressCreateParams) -> None:
-            return None
-
-        @self.client.feature(lsp.WINDOW_SHOW_MESSAGE)
-        def show_message(params: lsp.ShowMessageParams) -> None:
-            print(params.message, file=sys.stderr)
-
-        @self.client.feature(lsp.WINDOW_LOG_MESSAGE)
-        def log_message(params: lsp.LogMessageParams) -> None:
-            pass
-
-        @self.client.feature(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
-        def publish_diagnostics(params: lsp.PublishDiagnosticsParams) -> None:
-            self.diagnostics[params.uri] = params
-            self._diagnostics_changed.set()
+    def _on_diagnostics(self, params: lsp.PublishDiagnosticsParams) -> None:
+        self.diagnostics[params.uri] = params
+        self._diagnostics_changed.set()
 
     async def __aenter__(self) -> InProcessClient:
         to_server_r, to_server_w = os.pipe()

@@ -17,6 +17,7 @@ from qwen_lsp.completion.completer import complete_lines
 from qwen_lsp.completion.layout import Context, Mode
 from qwen_lsp.engine.base import StopReason
 from tests.conftest import open_doc, position_of, server_env, server_status, settled_status
+from tests.helpers import inline_completion
 
 BODY = '''import math
 
@@ -31,17 +32,6 @@ def total_area(radii: list[float]) -> float:
     total = 0.0
     for radius in radii:
         total += '''
-
-
-async def inline(client, uri: str, position: lsp.Position, msg_id: str | None = None) -> lsp.InlineCompletionList:
-    params = lsp.InlineCompletionParams(
-        text_document=lsp.TextDocumentIdentifier(uri),
-        position=position,
-        context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Automatic),
-    )
-    if msg_id is None:
-        return await client.text_document_inline_completion_async(params)
-    return await client.protocol.send_request_async(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
 
 
 def end_of(text: str, encoding: str = "utf-16") -> lsp.Position:
@@ -67,7 +57,7 @@ async def recent_count(client) -> int:
 async def test_completes_a_line_in_a_function_body(client, tmp_path):
     uri = open_doc(client, str(tmp_path / "areas.py"), BODY)
     at = end_of(BODY)
-    result = await inline(client, uri, at)
+    result = await inline_completion(client, uri, at)
     assert len(result.items) == 1
     item = result.items[0]
     assert item.range.start == at and item.range.end == at
@@ -81,13 +71,13 @@ async def test_completes_a_line_in_a_function_body(client, tmp_path):
 async def test_type_through_is_served_from_the_cache(client, tmp_path):
     uri = open_doc(client, str(tmp_path / "areas.py"), BODY)
     at = end_of(BODY)
-    first = (await inline(client, uri, at)).items[0].insert_text
+    first = (await inline_completion(client, uri, at)).items[0].insert_text
     assert len(first) >= 3
     before = await recent_count(client)
     # The user types the first two characters of the suggestion.
     type_text(client, uri, 2, at, first[:2])
     moved = lsp.Position(at.line, at.character + 2)
-    second = await inline(client, uri, moved)
+    second = await inline_completion(client, uri, moved)
     assert [i.insert_text for i in second.items] == [first[2:]]
     assert second.items[0].range.start == moved
     assert await recent_count(client) == before, "type-through must not ask the model"
@@ -99,14 +89,14 @@ async def test_a_newer_request_from_the_same_document_supersedes_the_older(clien
     text = body + "def main():\n    value = "
     uri = open_doc(client, str(tmp_path / "long.py"), text)
     short = open_doc(client, str(tmp_path / "short.py"), "def add(a, b):\n    return ")
-    await inline(client, short, lsp.Position(1, 11))  # the model is loaded and warm
+    await inline_completion(client, short, lsp.Position(1, 11))  # the model is loaded and warm
 
-    older = asyncio.ensure_future(inline(client, uri, end_of(text), msg_id="older"))
+    older = asyncio.ensure_future(inline_completion(client, uri, end_of(text), msg_id="older"))
     await asyncio.sleep(0.5)
     # The user goes to the top of the file and starts a new function there.
     top = "def square(x):\n    return "
     type_text(client, uri, 2, lsp.Position(0, 0), top + "\n\n\n")
-    newer = await inline(client, uri, end_of(top))
+    newer = await inline_completion(client, uri, end_of(top))
     assert not (await older).items, "the superseded request must not deliver a stale suggestion"
     assert newer.items and newer.items[0].insert_text.strip()
     status = await server_status(client)
@@ -121,13 +111,13 @@ async def test_keystrokes_that_outrun_the_model_leave_one_generation(client, tmp
     each newer one makes the older give up, so nothing queues behind stale work."""
     uri = open_doc(client, str(tmp_path / "areas.py"), BODY)
     at = end_of(BODY)
-    await inline(client, uri, at)  # warm: the model is loaded and the prompt is cached
+    await inline_completion(client, uri, at)  # warm: the model is loaded and the prompt is cached
     seen = len((await server_status(client))["recent"])
     word = "abs(radius) * 0.5"  # not what the model suggests, so no type-through
     requests = []
     for number, char in enumerate(word):
         type_text(client, uri, number + 2, lsp.Position(at.line, at.character + number), char)
-        requests.append(asyncio.ensure_future(inline(client, uri, lsp.Position(at.line, at.character + number + 1))))
+        requests.append(asyncio.ensure_future(inline_completion(client, uri, lsp.Position(at.line, at.character + number + 1))))
     answers = await asyncio.gather(*requests)
     assert answers[-1].items and answers[-1].items[0].insert_text.strip(), "the newest request is answered"
     for answer in answers[:-1]:
@@ -144,7 +134,7 @@ async def test_moving_the_window_reuses_the_kv_cache(client, tmp_path):
     helpers = "".join(f"def helper_{i}(x):\n    return x * {i} + {i * 7}\n\n\n" for i in range(120))
     text = helpers + "def main(values):\n    total = 0\n    "
     uri = open_doc(client, str(tmp_path / "long.py"), text)
-    await inline(client, uri, end_of(text))
+    await inline_completion(client, uri, end_of(text))
     first = await settled_status(client)
     cold = first["recent"][-1]
     # Type sixteen more lines: the anchor moves twice and the window's start with it. (They call
@@ -153,7 +143,7 @@ async def test_moving_the_window_reuses_the_kv_cache(client, tmp_path):
     typed = "".join(f"total += values[{i}] * {i}\n    " for i in range(16))
     type_text(client, uri, 2, end_of(text), typed)
     seen = len(first["recent"])
-    await inline(client, uri, end_of(text + typed))
+    await inline_completion(client, uri, end_of(text + typed))
     status = await settled_status(client, seen + 1)
     moved = status["recent"][-1]
     assert moved["prompt_tokens"] > 0.8 * cold["prompt_tokens"], (cold, moved)
@@ -174,7 +164,7 @@ async def test_nothing_is_suggested_inside_a_string_or_comment(client, tmp_path,
     uri = open_doc(client, str(tmp_path / "greet.py"), source)
     await server_status(client)
     before = await recent_count(client)
-    result = await inline(client, uri, end_of(source))
+    result = await inline_completion(client, uri, end_of(source))
     if source.endswith("strip()\n    "):
         assert result.items, "on an empty line in code a suggestion is expected"
         return
@@ -193,7 +183,7 @@ SUFFIX_CASES = [
 @pytest.mark.parametrize("before,after", SUFFIX_CASES)
 async def test_the_code_after_the_cursor_is_never_repeated(client, tmp_path, before, after):
     uri = open_doc(client, str(tmp_path / "suffix.py"), before + after)
-    result = await inline(client, uri, end_of(before))
+    result = await inline_completion(client, uri, end_of(before))
     for item in result.items:
         line = before.split("\n")[-1] + item.insert_text + after.split("\n")[0]
         assert postprocess._balanced(line), f"brackets doubled or dropped: {line!r}"
@@ -219,7 +209,7 @@ async def test_non_ascii_positions_in_the_negotiated_encoding(make_client, model
     uri = open_doc(client, str(tmp_path / "gruss.py"), NON_ASCII)
     at = position_of(NON_ASCII, 'return "Tschüss 😢, " + ', encoding)
     assert at == end_of(NON_ASCII, encoding)
-    result = await inline(client, uri, at)
+    result = await inline_completion(client, uri, at)
     assert result.items, "no suggestion after non-ASCII text"
     item = result.items[0]
     assert item.range.start == at and item.range.end == at
@@ -230,7 +220,7 @@ async def test_non_ascii_positions_in_the_negotiated_encoding(make_client, model
     type_text(client, uri, 2, at, first)
     units = len(first.encode("utf-8")) if encoding == "utf-8" else len(first.encode("utf-16-le")) // 2
     moved = lsp.Position(at.line, at.character + units)
-    rest = await inline(client, uri, moved)
+    rest = await inline_completion(client, uri, moved)
     assert [(i.insert_text, i.range.start) for i in rest.items] == [(item.insert_text[1:], moved)]
 
 
@@ -291,13 +281,13 @@ async def test_a_keystroke_during_generation_never_yields_a_cut_off_suggestion(c
         text = BODY + after
         uri = open_doc(client, str(tmp_path / f"trial{trial}.py"), text)
         at = end_of(BODY)
-        pending = asyncio.ensure_future(inline(client, uri, at, msg_id=f"t{trial}-0"))
+        pending = asyncio.ensure_future(inline_completion(client, uri, at, msg_id=f"t{trial}-0"))
         await asyncio.sleep(pause)
         for n, char in enumerate("circle_area(radius)"[:length], start=1):
             client.protocol.notify(lsp.CANCEL_REQUEST, lsp.CancelParams(id=f"t{trial}-{n - 1}"))
             abandoned.append(pending)
             type_text(client, uri, n + 1, lsp.Position(at.line, at.character + n - 1), char)
-            pending = asyncio.ensure_future(inline(client, uri, lsp.Position(at.line, at.character + n), msg_id=f"t{trial}-{n}"))
+            pending = asyncio.ensure_future(inline_completion(client, uri, lsp.Position(at.line, at.character + n), msg_id=f"t{trial}-{n}"))
             await asyncio.sleep(0.1)
         answer = await answer_or_none(pending)
         if answer:
@@ -307,6 +297,6 @@ async def test_a_keystroke_during_generation_never_yields_a_cut_off_suggestion(c
     oracle = await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)))
     for number, (before, after, answer) in enumerate(answers):
         uri = open_doc(oracle, str(tmp_path / f"oracle{number}.py"), before + after)
-        result = await inline(oracle, uri, end_of(before))
+        result = await inline_completion(oracle, uri, end_of(before))
         full = result.items[0].insert_text if result.items else ""
         assert not (answer != full and full.startswith(answer)), f"cut off: {answer!r} of {full!r}"

@@ -13,6 +13,7 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 
 from tests.conftest import open_doc, server_env, server_status, settled_status
+from tests.helpers import inline_completion
 
 FUNCTION = '''import math
 
@@ -25,16 +26,6 @@ def circle_area(radius: float) -> float:
 def hypotenuse(a: float, b: float) -> float:
     """Length of the hypotenuse of a right triangle with legs a and b."""
     return '''
-
-
-async def inline_completion(client, uri: str, position: lsp.Position):
-    return await client.text_document_inline_completion_async(
-        lsp.InlineCompletionParams(
-            text_document=lsp.TextDocumentIdentifier(uri),
-            position=position,
-            context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Automatic),
-        )
-    )
 
 
 async def test_capabilities_are_advertised_without_waiting_for_the_model(make_client, tmp_path):

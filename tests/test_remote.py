@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 import uuid
@@ -22,6 +21,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from qwen_lsp.config import parse_settings
 from tests.conftest import open_doc, server_env, server_status
+from tests.helpers import apply_text_edits, free_port, inline_completion
 
 API_KEY = f"test-key-{uuid.uuid4().hex}"
 
@@ -39,12 +39,6 @@ def hypotenuse(a: float, b: float) -> float:
 
 
 pytestmark = pytest.mark.model
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ModelServer:
@@ -144,16 +138,6 @@ def with_key() -> dict[str, str]:
     return server_env(QWEN_LSP_API_KEY=API_KEY)
 
 
-async def inline_completion(client: LanguageClient, uri: str, position: lsp.Position) -> lsp.InlineCompletionList:
-    return await client.text_document_inline_completion_async(
-        lsp.InlineCompletionParams(
-            text_document=lsp.TextDocumentIdentifier(uri),
-            position=position,
-            context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked),
-        )
-    )
-
-
 def client_ports(log: str, path: str, method: str = "POST") -> list[str]:
     """Client ports of the requests to `path` in uvicorn's access log, oldest first."""
     return re.findall(rf"127\.0\.0\.1:(\d+) - \"{method} {re.escape(path)} HTTP", log)
@@ -168,12 +152,12 @@ async def test_completion_through_the_remote_server_reuses_its_connection(model_
     client = await start_lsp(remote_args(server), env=with_key(), global_args=debug)
 
     uri = open_doc(client, str(tmp_path / "geometry.py"), FUNCTION)
-    first = await inline_completion(client, uri, lsp.Position(FUNCTION.count("\n"), len("    return ")))
+    first = await inline_completion(client, uri, lsp.Position(FUNCTION.count("\n"), len("    return ")), invoked=True)
     assert first.items, "the remote model gave no suggestion"
     # Not checked for quality: on a loaded machine the completion's time budget cuts it short.
     assert first.items[0].insert_text.strip()
     other = open_doc(client, str(tmp_path / "arith.py"), "def subtract(x, y):\n    return ")
-    second = await inline_completion(client, other, lsp.Position(1, 11))
+    second = await inline_completion(client, other, lsp.Position(1, 11), invoked=True)
     assert second.items and second.items[0].insert_text.strip()
 
     status = await server_status(client)
@@ -222,18 +206,6 @@ async def test_explain_streams_through_the_remote_server(model_server, start_lsp
     assert texts[-1].strip() == answer.strip()
 
 
-def apply(text: str, edits: list[lsp.TextEdit]) -> str:
-    lines = text.splitlines(keepends=True)
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
-    for edit in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
-        start = starts[edit.range.start.line] + edit.range.start.character
-        end = starts[min(edit.range.end.line, len(lines))] + edit.range.end.character
-        text = text[:start] + edit.new_text + text[end:]
-    return text
-
-
 async def test_fix_through_the_remote_server(model_server, start_lsp, tmp_path):
     server = model_server.ensure_running()
     client = await start_lsp(remote_args(server), {"fixMaxTokens": 120}, with_key())
@@ -254,7 +226,7 @@ async def test_fix_through_the_remote_server(model_server, start_lsp, tmp_path):
     edit = resolved.edit
     assert edit is not None, resolved.title
     edits = edit.document_changes[0].edits if edit.document_changes else edit.changes[uri]
-    fixed = apply(broken, list(edits))
+    fixed = apply_text_edits(broken, list(edits))
     compile(fixed, "greet.py", "exec")  # the fix parses
     assert "def greet(name):" in fixed
 
@@ -275,7 +247,7 @@ async def test_cancelling_closes_the_stream_and_the_remote_generation_stops(mode
     # The server handles one request at a time and was told not to interrupt one for the next:
     # this completion is served only once the explanation's generation has ended.
     other = open_doc(client, str(tmp_path / "arith.py"), "def add(x, y):\n    return ")
-    assert (await inline_completion(client, other, lsp.Position(1, 11))).items
+    assert (await inline_completion(client, other, lsp.Position(1, 11), invoked=True)).items
 
     # The server saw the explanation's own connection close (our server process is alive: it
     # just answered) and left its generation loop at that moment; it logs that line only then.
@@ -295,11 +267,11 @@ async def test_endpoint_down_gives_a_clear_error_and_recovers_when_it_returns(mo
         open_doc(client, str(tmp_path / f"m{i}.py"), f"def {name}(x, y):\n    return ")
         for i, name in enumerate(["add", "multiply", "subtract"])
     ]
-    assert (await inline_completion(client, docs[0], lsp.Position(1, 11))).items
+    assert (await inline_completion(client, docs[0], lsp.Position(1, 11), invoked=True)).items
 
     server.stop()
     with pytest.raises(JsonRpcException) as error:
-        await inline_completion(client, docs[1], lsp.Position(1, 11))
+        await inline_completion(client, docs[1], lsp.Position(1, 11), invoked=True)
     assert f"Cannot reach the model server at {server.endpoint}" in str(error.value)
     assert (await server_status(client))["state"] == "failed"
     errors = [m for m in client.messages if m.type == lsp.MessageType.Error]
@@ -307,7 +279,7 @@ async def test_endpoint_down_gives_a_clear_error_and_recovers_when_it_returns(mo
 
     server.start()  # same address; the editor and qwen-lsp keep running
     requests_before = len(client_ports(server.text(), "/v1/completions"))
-    result = await inline_completion(client, docs[2], lsp.Position(1, 11))
+    result = await inline_completion(client, docs[2], lsp.Position(1, 11), invoked=True)
     assert result.items and result.items[0].insert_text.strip()
     assert len(client_ports(server.text(), "/v1/completions")) == requests_before + 1
     assert (await server_status(client))["state"] == "ready"
@@ -319,11 +291,11 @@ async def test_switching_the_backend_in_the_settings_replaces_the_engine(model_s
     client = await start_lsp([], env={**with_key(), "QWEN_LSP_MODEL": str(tmp_path / "none.gguf")})
     uri = open_doc(client, str(tmp_path / "a.py"), "def add(x, y):\n    return ")
     with pytest.raises(JsonRpcException):
-        await inline_completion(client, uri, lsp.Position(1, 11))
+        await inline_completion(client, uri, lsp.Position(1, 11), invoked=True)
     client.workspace_did_change_configuration(
         lsp.DidChangeConfigurationParams(settings={"qwen": {"backend": "openai", "endpoint": server.endpoint}})
     )
-    result = await inline_completion(client, uri, lsp.Position(1, 11))
+    result = await inline_completion(client, uri, lsp.Position(1, 11), invoked=True)
     assert result.items and result.items[0].insert_text.strip()
     status = await server_status(client)
     assert status["backend"] == "openai" and status["state"] == "ready"
@@ -333,7 +305,7 @@ async def test_a_missing_api_key_is_named_in_the_error(model_server, start_lsp, 
     client = await start_lsp(remote_args(model_server.ensure_running()), env=server_env())
     uri = open_doc(client, str(tmp_path / "a.py"), "def add(x, y):\n    return ")
     with pytest.raises(JsonRpcException) as error:
-        await inline_completion(client, uri, lsp.Position(1, 11))
+        await inline_completion(client, uri, lsp.Position(1, 11), invoked=True)
     assert "HTTP 401" in str(error.value) and "QWEN_LSP_API_KEY" in str(error.value)
 
 

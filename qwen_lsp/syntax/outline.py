@@ -91,10 +91,10 @@ def _bound_in(tree: Tree, start_byte: int, end_byte: int, data: bytes) -> set[st
             continue
         targets: list[Node] = []
         if node.type in ("function_definition", "class_definition"):
-            targets = [node.child_by_field_name("name")]
+            targets = [name] if (name := node.child_by_field_name("name")) is not None else []
             bound.update(parameters(node, data) if node.type == "function_definition" else ())
         elif node.type in ("assignment", "augmented_assignment", "for_statement", "for_in_clause"):
-            targets = [node.child_by_field_name("left")]
+            targets = [left] if (left := node.child_by_field_name("left")) is not None else []
         elif node.type in ("as_pattern_target", "aliased_import", "dotted_name") and node.parent is not None:
             targets = [node] if node.parent.type in ("as_pattern", "import_statement", "import_from_statement") else []
         elif node.type == "lambda_parameters":
