@@ -1,6 +1,6 @@
 """Print the README's layout map from the tree: each package and module of qwen_lsp/ with the
-first sentence of its docstring, then the top-level folders. `--check README.md` exits 1 when
-the README's copy (between the layout-map markers) differs, so the map cannot drift."""
+first sentence of its docstring, then the top-level folders. `--write README.md` puts it between
+the README's layout-map markers; `--check README.md` exits 1 when that copy differs."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ START, END = "<!-- layout-map -->", "<!-- /layout-map -->"
 def summary(path: Path) -> str:
     doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
     first = " ".join(doc.split("\n\n")[0].split())
-    sentence = first.split(". ")[0].rstrip(".")
-    return sentence if len(sentence) <= 90 else sentence[:87].rstrip() + "..."
+    sentence = first.split(". ")[0].split(": ")[0].rstrip(".")
+    return sentence if len(sentence) <= 72 else sentence[:69].rsplit(" ", 1)[0] + "..."
 
 
 def lines_for(folder: Path, depth: int) -> list[str]:
@@ -44,9 +44,13 @@ def layout_map() -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "--check":
-        text = Path(argv[1]).read_text(encoding="utf-8")
+    if len(argv) == 2 and argv[0] in ("--check", "--write"):
+        path = Path(argv[1])
+        text = path.read_text(encoding="utf-8")
         current = text[text.find(START) : text.find(END) + len(END)]
+        if argv[0] == "--write":
+            path.write_text(text.replace(current, layout_map()), encoding="utf-8")
+            return 0
         if current != layout_map():
             print(f"{argv[1]}'s layout map is out of date: run `python scripts/layout_map.py` and paste it", file=sys.stderr)
             return 1

@@ -80,3 +80,15 @@ def test_no_function_is_longer_than_a_reader_can_hold() -> None:
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({length} lines)")
     assert not long, "functions longer than %d lines:\n%s" % (MAX_FUNCTION_LINES, "\n".join(long))
+
+
+def test_the_readme_layout_map_is_the_tree() -> None:
+    """README.md's layout map is generated from the modules' docstrings (scripts/layout_map.py)."""
+    import subprocess
+    import sys
+
+    root = PACKAGE.parent
+    check = subprocess.run(
+        [sys.executable, str(root / "scripts" / "layout_map.py"), "--check", str(root / "README.md")], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stderr
