@@ -4,19 +4,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import itertools
 import re
 
 import pytest
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, client_capabilities
 
 from bench.fix_cases import PROGRAM
 from qwen_lsp import explain
 from qwen_lsp.config import Settings
 from qwen_lsp.engine import make_engine
 from qwen_lsp.syntax.documents import Document
-from tests.conftest import code_actions_parsed_right, open_doc, plain, server_env, server_status
+from tests.conftest import SERVER, code_actions_parsed_right, open_doc, plain, server_env, server_status
 
 OPTIONS = {"explainMaxTokens": 160}
 
@@ -255,15 +257,33 @@ async def test_explanation_names_the_function_and_its_parameters_and_claims_noth
     assert len(text) < 1200, text  # a five-line function gets a short answer
 
 
-async def test_explanation_in_chinese_keeps_the_identifiers(model_path) -> None:
+async def test_explanation_in_chinese_keeps_the_identifiers(model_path, tmp_path) -> None:
+    """VS Code sends its display language as `initialize`'s `locale`: a zh-cn editor gets its
+    explanation in Chinese, through the real protocol, with the code's names as written."""
+    client = await ClientServerConfig(server_command=SERVER, server_env=server_env(QWEN_LSP_MODEL=str(model_path))).start()
+    try:
+        await client.initialize_session(
+            lsp.InitializeParams(capabilities=client_capabilities("visual-studio-code"), locale="zh-cn", process_id=os.getpid())
+        )
+        uri = open_doc(client, str(tmp_path / "inventory.py"), PROGRAM)
+        result = plain(await client.workspace_execute_command_async(explain_params(uri, selection_of(PROGRAM, BOXES), "explain-zh")))
+    finally:
+        await client.shutdown_session()
+    text = result["text"]
+    assert len(CJK.findall(text)) >= 10, text
+    assert "boxes_needed" in text and "per_box" in text, text
+
+
+async def test_explanation_in_japanese_when_asked(model_path) -> None:
+    """The feature itself, asked for Japanese (what `explainLanguage: "ja"` passes)."""
     settings = Settings(model=str(model_path))
     engine = make_engine(settings)
     engine.start()
     try:
         doc = Document("file:///tmp/inventory.py", PROGRAM, 1, "python")
         start = PROGRAM.index(BOXES)
-        result = await explain.explain(engine, settings, doc, start, start + len(BOXES), lambda update: None, language="zh-cn")
+        result = await explain.explain(engine, settings, doc, start, start + len(BOXES), lambda update: None, language="ja")
     finally:
         engine.close()
-    assert len(CJK.findall(result.text)) >= 10, result.text
-    assert "boxes_needed" in result.text and "per_box" in result.text, result.text
+    assert len(re.findall(r"[\u3040-\u30ff\u4e00-\u9fff]", result.text)) >= 10, result.text
+    assert "boxes_needed" in result.text, result.text
