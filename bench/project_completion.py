@@ -7,16 +7,15 @@ imports from a sibling module; the workspace is the package's source, the file i
 line emptied and the cursor at its indentation, and the answer's first line is compared with the
 line that was there.
 
-Three arms, one model, one process, the same tasks, in one run:
-- `project`: the server's prompt (layout.build + completer.fim_prompt) behind the project's
-  definitions in Qwen's repository format (qwen_lsp/completion/project_context.py). Until the
-  server builds that prompt itself, this arm drives the engine directly with it, like
-  bench/completion.py's `mirror` (same stop rule and post-processing); `ServerArm` is where an
-  LSP client takes over once it is wired.
-- `server`: the same without the project's context (the server's prompt as it is today, mirrored).
-- `bare`: the bare model, a 60/20-line FIM window, cut at the first newline.
-After each `project` request the same request is repeated: the KV cache then holds its prompt, as
-at a warm place in the editor (the server warms it after each edit), which gives the warm latency.
+Three arms, the same tasks, in one run:
+- `project`: the server through an LSP client (`qwen-lsp serve`, the packages' folders as
+  workspace folders, `projectContextTokens` 512): didOpen, inlineCompletion at the cursor, didClose.
+- `server`: the same server with `projectContextTokens` 0 (a second process, its own KV cache).
+- `bare`: the bare model on an engine in this process, a 60/20-line FIM window, cut at the first
+  newline.
+After each server request a blank line is added below the cursor's and the same place asked again:
+the suggestion cache cannot answer it, the KV cache holds the prompt up to the cursor, as at a warm
+place in the editor (the server warms it after each edit), which gives the warm latency.
 """
 
 from __future__ import annotations
@@ -37,14 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.completion import _bare_window, bare, local_engine, percentile
-from qwen_lsp.completion import layout, postprocess
-from qwen_lsp.completion.completer import fim_prompt
-from qwen_lsp.completion.project_context import repo_name, repo_prompt, sections_for
+from lsprotocol import types as lsp
+from pygls.lsp.client import LanguageClient
+
+from bench.completion import _bare_window, ask, bare, local_engine, percentile, stop_server, utf16_position
 from qwen_lsp.config import Settings
-from qwen_lsp.engine.base import Engine, GenerationRequest
 from qwen_lsp.engine.model_pack import resolve_model
-from qwen_lsp.syntax.documents import Document
 from qwen_lsp.syntax.project import Project
 
 # Pure-Python packages with many sibling-module imports; pinned so tasks are the same every run.
@@ -119,43 +116,87 @@ def build_tasks(roots: list[Path], count: int, seed: int = 0) -> list[Task]:
 
 # -- arms --------------------------------------------------------------------------------------------
 class ServerArm:
-    """The server's completion at a task: its prompt and stop rule run on the engine directly.
-    Once the server builds the project prompt, replace `complete` with an LSP request (open the
-    workspace folder, didOpen the file, inlineCompletion at the cursor, as bench/completion.py)."""
+    """The server at a task, through an LSP client as an editor drives it: started with the
+    packages' folders as workspace folders and `projectContextTokens` set, the file opened (the
+    server reads what it imports off the event loop), an inline completion at the cursor, and the
+    file closed again."""
 
-    def __init__(self, engine: Engine, settings: Settings, project_tokens: int) -> None:
-        self.engine, self.settings, self.project_tokens = engine, settings, project_tokens
-        self.projects: dict[Path, Project] = {}  # one per workspace, kept across tasks like a session
+    def __init__(self, model: Path, project_tokens: int) -> None:
+        self.model, self.project_tokens = model, project_tokens
+        self.client: LanguageClient | None = None
 
-    def open(self, task: Task) -> float:
-        """What the server does when the file is opened (off the event loop): parse the modules
-        it imports from, so every request in the file sees the same context. Its seconds."""
-        started = time.perf_counter()
-        if self.project_tokens > 0:
-            self.projects.setdefault(task.root, Project([task.root])).warm(task.text, task.path)
-        return time.perf_counter() - started
-
-    async def complete(self, task: Task) -> tuple[str, float]:
-        started = time.perf_counter()
-        doc = Document(task.path.as_uri(), task.text, 1, "python")
-        ctx = layout.build(doc, task.offset, self.settings.completion_context_tokens)
-        if ctx.mode is layout.Mode.NOTHING:
-            return "", time.perf_counter() - started
-        prompt = fim_prompt(ctx)
-        if self.project_tokens > 0:
-            project = self.projects.setdefault(task.root, Project([task.root]))
-            sections = sections_for(project, task.text, task.path, self.project_tokens)
-            prompt = repo_prompt(repo_name(project, task.path), project.relative(task.path), sections, prompt)
-        request = GenerationRequest(
-            prompt=prompt,
-            max_tokens=self.settings.completion_max_tokens,
-            max_generation_time=self.settings.completion_max_ms / 1000 or None,
+    async def start(self, roots: list[Path]) -> None:
+        client = LanguageClient("qwen-lsp-bench", "1")
+        client.feature(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)(lambda params: None)  # not what is measured
+        await client.start_io(sys.executable, "-m", "qwen_lsp", "serve", env={**os.environ, "QWEN_LSP_MODEL": str(self.model)})
+        capabilities = lsp.ClientCapabilities(
+            general=lsp.GeneralClientCapabilities(position_encodings=[lsp.PositionEncodingKind.Utf16]),
+            text_document=lsp.TextDocumentClientCapabilities(inline_completion=lsp.InlineCompletionClientCapabilities()),
         )
-        async with self.engine.generate(request) as generation:
-            async for _ in generation:
-                if postprocess.end_of_suggestion(generation.text, ctx) is not None:
-                    break
-        return postprocess.clean(generation.text, ctx) or "", time.perf_counter() - started
+        folders = [lsp.WorkspaceFolder(uri=root.as_uri(), name=root.name) for root in roots]
+        await client.initialize_async(
+            lsp.InitializeParams(
+                capabilities=capabilities,
+                process_id=os.getpid(),
+                workspace_folders=folders,
+                initialization_options={"projectContextTokens": self.project_tokens},
+            )
+        )
+        client.initialized(lsp.InitializedParams())
+        self.client = client
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await stop_server(self.client)
+
+    async def complete(self, task: Task) -> tuple[tuple[str, float], tuple[str, float]]:
+        """(answer, seconds) cold at the task's place, then warm: the same place after a blank
+        line is added below the cursor's, which the suggestion cache does not answer but the KV
+        cache, holding the prompt up to the cursor, mostly does (only the code after the cursor
+        is read again)."""
+        assert self.client is not None
+        uri = task.path.as_uri()
+        self.client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri, "python", 1, task.text)))
+        await self._indexed()
+        cold = await self._ask(uri, task)
+        below = task.text.find("\n", task.offset)
+        below = len(task.text) if below < 0 else below
+        edited = task.text[:below] + "\n" + task.text[below:]
+        self.client.text_document_did_change(
+            lsp.DidChangeTextDocumentParams(
+                lsp.VersionedTextDocumentIdentifier(uri=uri, version=2), [lsp.TextDocumentContentChangeWholeDocument(text=edited)]
+            )
+        )
+        warm = await self._ask(uri, task)
+        self.client.text_document_did_close(lsp.DidCloseTextDocumentParams(lsp.TextDocumentIdentifier(uri)))
+        return cold, warm
+
+    async def _indexed(self, attempts: int = 40) -> None:
+        """Wait until the server has parsed what the opened file imports (`project.parses` in
+        `qwen/status` no longer grows), as an editor's user takes a moment before typing: the
+        first request would otherwise race the warm-up on a busy machine."""
+        assert self.client is not None
+        parses = -1
+        for _ in range(attempts):
+            status = await self.client.protocol.send_request_async("qwen/status", {})
+            now = status.project.parses
+            if now == parses:
+                return
+            parses = now
+            await asyncio.sleep(0.1)
+
+    async def _ask(self, uri: str, task: Task) -> tuple[str, float]:
+        started = time.perf_counter()
+        answer = await ask(self.client, uri, utf16_position(task.text[: task.offset]))  # type: ignore[arg-type]
+        return answer, time.perf_counter() - started
+
+
+def warm_seconds(projects: dict[Path, Project], task: Task) -> float:
+    """What the server does when the file is opened, off its event loop: parse the modules it
+    imports from (`Project.warm`, here in this process, to time it). Its seconds."""
+    started = time.perf_counter()
+    projects.setdefault(task.root, Project([task.root])).warm(task.text, task.path)
+    return time.perf_counter() - started
 
 
 @dataclass
@@ -179,38 +220,46 @@ def score(result: ArmResult, tasks: list[Task]) -> dict[str, float]:
     }
 
 
-async def run(tasks: list[Task], engine: Engine, settings: Settings, project_tokens: int, max_seconds: float) -> dict[str, ArmResult]:
+async def run(tasks: list[Task], model: Path, settings: Settings, project_tokens: int, max_seconds: float) -> dict[str, ArmResult]:
     """Every arm on each task in turn; no new task once `max_seconds` have passed (0: no limit),
     so a run on a busy machine still ends with figures (over the tasks done)."""
-    results = {name: ArmResult() for name in ("project", "project_warm", "server", "bare", "open")}
-    with_project, without = ServerArm(engine, settings, project_tokens), ServerArm(engine, settings, 0)
+    results = {name: ArmResult() for name in ("project", "project_warm", "server", "server_warm", "bare", "open")}
+    with_project, without = ServerArm(model, project_tokens), ServerArm(model, 0)
+    roots = sorted({task.root for task in tasks})
+    await with_project.start(roots)
+    await without.start(roots)
+    engine = local_engine(model)
+    projects: dict[Path, Project] = {}
     started = time.perf_counter()
-    for number, task in enumerate(tasks):
-        if max_seconds and time.perf_counter() - started > max_seconds:
-            print(f"  time is up after {number} tasks", flush=True)
-            break
-        results["open"].seconds.append(with_project.open(task))
-        # The server without project context first: it meets the file cold, as the baseline in
-        # issue 12 did; the project arm may then move (KV-shift) that window's tokens behind its
-        # own sections instead of reading them again, as the server would after a restart.
-        for name, arm in (("server", without), ("project", with_project), ("project_warm", with_project)):
-            answer, seconds = await arm.complete(task)
-            results[name].answers.append(answer)
-            results[name].seconds.append(seconds)
-        answer, seconds = await bare(engine, *_bare_window(task.text, task.offset), settings.completion_max_tokens)
-        results["bare"].answers.append(answer)
-        results["bare"].seconds.append(seconds)
-        shown = {name: f"{first_line(r.answers[-1])[:40]!r} {r.seconds[-1]:.1f}s" for name, r in results.items() if r.answers}
-        print(f"  {number + 1}/{len(tasks)} {task.path.relative_to(task.root.parent)}: truth {task.truth[:40]!r} {shown}", flush=True)
+    try:
+        for number, task in enumerate(tasks):
+            if max_seconds and time.perf_counter() - started > max_seconds:
+                print(f"  time is up after {number} tasks", flush=True)
+                break
+            results["open"].seconds.append(warm_seconds(projects, task))
+            for name, arm in (("server", without), ("project", with_project)):
+                for arm_name, (answer, seconds) in zip((name, name + "_warm"), await arm.complete(task), strict=True):
+                    results[arm_name].answers.append(answer)
+                    results[arm_name].seconds.append(seconds)
+            answer, seconds = await bare(engine, *_bare_window(task.text, task.offset), settings.completion_max_tokens)
+            results["bare"].answers.append(answer)
+            results["bare"].seconds.append(seconds)
+            shown = {name: f"{first_line(r.answers[-1])[:40]!r} {r.seconds[-1]:.1f}s" for name, r in results.items() if r.answers}
+            print(f"  {number + 1}/{len(tasks)} {task.path.relative_to(task.root.parent)}: truth {task.truth[:40]!r} {shown}", flush=True)
+    finally:
+        engine.close()
+        await with_project.stop()
+        await without.stop()
     return results
 
 
 # -- report ------------------------------------------------------------------------------------------
 LABELS = {
-    "project": "server + project context (engine, mirrored prompt)",
-    "server": "server without it (engine, mirrored prompt)",
+    "project": "server + project context (LSP)",
+    "server": "server without it (LSP, projectContextTokens 0)",
     "bare": "bare model, 60/20-line window",
-    "project_warm": "server + project context, warm KV (same place again)",
+    "project_warm": "server + project context, warm KV (same place, a line added below)",
+    "server_warm": "server without it, warm KV (same place, a line added below)",
 }
 
 
@@ -228,7 +277,7 @@ def write_report(figures: dict[str, dict[str, float]], tasks: list[Task], result
     axes[0].set_xticks([i + 0.27 for i in range(len(arms))], ["+ project", "server", "bare"])
     axes[0].set_title(f"{len(tasks)} lines of {', '.join(PACKAGES)}")
     axes[0].legend()
-    for name in ("project", "project_warm", "server", "bare"):
+    for name in ("project", "project_warm", "server", "server_warm", "bare"):
         ordered = sorted(results[name].seconds)
         axes[1].plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=LABELS[name])
     axes[1].set_xlabel("latency (s)")
@@ -243,19 +292,21 @@ def write_report(figures: dict[str, dict[str, float]], tasks: list[Task], result
         f"Project context: {PROJECT_CONTEXT_TOKENS} tokens.", "",
         f"Machine: {os.cpu_count()} cores, shared with other work (load average at the end "
         f"{os.getloadavg()[0]:.1f}): compare the arms, measured in the same run, rather than absolute times.", "",
-        "The first two arms run the server's prompt on the engine in this process (the server does not build the "
-        "project prompt yet); the bare model cuts at the first newline. One engine serves every arm, in the order "
-        "server, + project, + project again, bare: an arm can reuse (by KV shift) runs of at least 64 tokens that the "
-        "arm before it evaluated, so only the first arm of a task is fully cold.", "",
+        "The server arms are two `qwen-lsp serve` processes driven through an LSP client (workspace folders: the "
+        "packages' sources; `projectContextTokens` " f"{PROJECT_CONTEXT_TOKENS} and 0): didOpen, once the server has "
+        "parsed the file's imports an inlineCompletion at the cursor, then again after a blank line is added below the "
+        "cursor's (warm: the KV cache holds the prompt up to the cursor), didClose. "
+        "Each server has its own model and KV cache, so each arm meets a file cold. The bare model runs on an engine "
+        "in this process and cuts at the first newline.", "",
         "| | exact (first line) | similarity | answered with nothing | p50 | p95 |", "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name in ("project", "server", "bare", "project_warm"):
+    for name in ("project", "server", "bare", "project_warm", "server_warm"):
         f = figures[name]
         lines.append(f"| {LABELS[name]} | {f['exact']:.3f} | {f['similarity']:.3f} | {f['empty']:.0%} | {f['p50_s']:.2f} s | {f['p95_s']:.2f} s |")
     opened = figures["open"]
     lines += [
-        "", f"Parsing the modules a file imports when it is opened (`Project.warm`, off the event loop in the server, "
-        f"not counted above): p50 {opened['p50_s'] * 1000:.0f} ms, max {opened['max_s'] * 1000:.0f} ms.",
+        "", f"Parsing the modules a file imports when it is opened (`Project.warm`, timed in the benchmark's process; "
+        f"the server does it off its event loop, not counted above): p50 {opened['p50_s'] * 1000:.0f} ms, max {opened['max_s'] * 1000:.0f} ms.",
         "", "![exact, similarity, empty; latency](report.png)", "",
     ]
     (OUT / "report.md").write_text("\n".join(lines), encoding="utf-8")
@@ -273,11 +324,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="qwen-project-bench-") as folder:
         tasks = build_tasks(install(Path(folder)), args.tasks)
         print(f"{len(tasks)} tasks", flush=True)
-        engine = local_engine(resolve_model(None, "", None))
-        try:
-            results = asyncio.run(run(tasks, engine, settings, args.project_tokens, args.max_minutes * 60))
-        finally:
-            engine.close()
+        results = asyncio.run(run(tasks, resolve_model(None, "", None), settings, args.project_tokens, args.max_minutes * 60))
         tasks = tasks[: len(results["project"].answers)]
         figures: dict[str, Any] = {name: score(result, tasks) for name, result in results.items() if name != "open"}
         figures["open"] = {"p50_s": percentile(results["open"].seconds, 0.5), "max_s": max(results["open"].seconds, default=0.0)}

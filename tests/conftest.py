@@ -35,13 +35,18 @@ async def start_client(
     capabilities: lsp.ClientCapabilities,
     env: dict[str, str],
     initialization_options: dict[str, object] | None = None,
+    workspace: Path | None = None,
 ) -> LanguageClient:
+    """A started and initialized server; `workspace` is sent as the root and only workspace folder."""
     client = await ClientServerConfig(server_command=SERVER, server_env=env).start()
+    folders = [lsp.WorkspaceFolder(uri=workspace.resolve().as_uri(), name=workspace.name)] if workspace else None
     await client.initialize_session(
         lsp.InitializeParams(
             capabilities=capabilities,
             initialization_options=initialization_options or {},
             process_id=os.getpid(),
+            root_uri=folders[0].uri if folders else None,
+            workspace_folders=folders,
         )
     )
     return client
@@ -52,7 +57,7 @@ ClientFactory = Callable[..., "AsyncIterator[LanguageClient]"]
 
 @pytest.fixture
 async def make_client() -> AsyncIterator[Callable[..., object]]:
-    """Start servers on demand: `await make_client(profile="neovim", env=..., options=...)`."""
+    """Start servers on demand: `await make_client(profile="neovim", env=..., options=..., workspace=...)`."""
     started: list[LanguageClient] = []
 
     async def factory(
@@ -60,8 +65,9 @@ async def make_client() -> AsyncIterator[Callable[..., object]]:
         env: dict[str, str] | None = None,
         options: dict[str, object] | None = None,
         capabilities: lsp.ClientCapabilities | None = None,
+        workspace: Path | None = None,
     ) -> LanguageClient:
-        client = await start_client(capabilities or client_capabilities(profile), env or server_env(), options)
+        client = await start_client(capabilities or client_capabilities(profile), env or server_env(), options, workspace)
         started.append(client)
         return client
 

@@ -42,7 +42,7 @@ def sections_for(
     if chunks is not None:
         left = budget - sum(len(name) + len(content) + 16 for name, content in sections)
         current = project.relative(path)
-        sections += chunks.for_window(current, window, left)
+        sections += chunks.for_window(current, window, left, shown={name for name, _ in sections})
     return sections
 
 
@@ -71,8 +71,8 @@ class ProjectContext:
     chunks, and per document the sections chosen for its prompt.
 
     A document's sections are chosen again only when its import lines change, a module they
-    show changes (saved, or edited in an open buffer), or the ring takes a new chunk, never on
-    an ordinary keystroke: they lead the prompt, and a change there costs the whole prompt's
+    show changes (saved, or edited in an open buffer), another module has been parsed, or the
+    ring changes, never on an ordinary keystroke: they lead the prompt, and a change there costs the whole prompt's
     evaluation again.
     """
 
@@ -90,12 +90,18 @@ class ProjectContext:
         path = path_of_uri(uri)
         if path is None or budget_tokens <= 0:
             return fim
-        key = (import_lines(text), self.project.generation, self.recent.generation, budget_tokens)
+        # `parses`: modules read since (by the warm-up of didOpen, or a request's cold budget)
+        # may complete sections chosen before them; an unchanged module leaves them as they were.
+        key = (import_lines(text), self.project.generation, self.project.parses, self.recent.generation, budget_tokens)
         chosen = self._chosen.get(uri)
         if chosen is None or chosen[0] != key:
             chosen = (key, sections_for(self.project, text, path, budget_tokens, chunks=self.recent))
             self._chosen[uri] = chosen
         return repo_prompt(repo_name(self.project, path), self.project.relative(path), chosen[1], fim)
+
+    def describe(self) -> dict[str, object]:
+        """For `qwen/status`: the workspace folders and the files parsed so far (never a scan)."""
+        return {"folders": [str(folder) for folder in self.project.folders], "parses": self.project.parses}
 
     def opened(self, uri: str, text: str) -> None:
         self.project.update_open_buffer(uri, text)
@@ -103,6 +109,9 @@ class ProjectContext:
 
     def edited(self, uri: str, text: str) -> None:
         self.project.update_open_buffer(uri, text)
+        path = path_of_uri(uri)
+        if path is not None:
+            self.recent.forget(self.project.relative(path))
 
     def saved(self, uri: str, text: str | None) -> None:
         path = path_of_uri(uri)

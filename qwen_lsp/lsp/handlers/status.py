@@ -13,11 +13,18 @@ STATUS_REQUEST = "qwen/status"
 
 
 def status(ls: QwenLanguageServer, params: Any) -> dict[str, Any]:
-    """`qwen/status`: the backend, its state, and the stats of its latest requests."""
+    """`qwen/status`: the backend, its state, the stats of its latest requests, and the project index."""
     engine = ls.started_engine
+    project = ls.completer.project.describe()
     if engine is None:
-        return {"state": "idle", "process": process_figures(ls)}
-    return {"message": engine.status.message, **engine.describe(), "recent": engine.recent_stats(), "process": process_figures(ls)}
+        return {"state": "idle", "process": process_figures(ls), "project": project}
+    return {
+        "message": engine.status.message,
+        **engine.describe(),
+        "recent": engine.recent_stats(),
+        "process": process_figures(ls),
+        "project": project,
+    }
 
 
 def process_figures(ls: QwenLanguageServer) -> dict[str, int]:
