@@ -29,6 +29,17 @@ from qwen_lsp.engine.base import Engine, GenerationRequest, StopReason
 
 # An edit inserting at most this much is typing (a keystroke, or Enter with its indentation).
 TYPED_CHARS = 32
+# The settings that shape a suggestion: the cache keeps only answers made under their values.
+ANSWER_SETTINGS = (
+    "model",
+    "backend",
+    "endpoint",
+    "model_name",
+    "completion_max_tokens",
+    "completion_max_ms",
+    "completion_context_tokens",
+    "project_context_tokens",
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class Completer:
 
     async def suggest(self, settings: Settings, doc: Document, offset: int) -> Suggestion | None:
         number = self._requests[doc.uri] = self._requests.get(doc.uri, 0) + 1
+        self.cache.made_with(answer_shape(settings))
         ctx = context.build(doc, offset, settings.completion_context_tokens)
         if ctx.mode is Mode.NOTHING:
             return None
@@ -124,6 +136,7 @@ class Completer:
     def _warm_at(self, settings: Settings, doc: Document, offset: int, ctx: Context) -> None:
         if not settings.enable_completion or ctx.mode is Mode.NOTHING:
             return
+        self.cache.made_with(answer_shape(settings))
         if self.cache.get(doc.text[:offset], doc.text[offset:]) is not None:
             return
         request = GenerationRequest(prompt=self.prompt(settings, doc, ctx), max_tokens=0)
@@ -133,13 +146,14 @@ class Completer:
     def set_workspace(self, folders: list[Path]) -> None:
         self.project.set_folders(folders)
 
-    async def opened(self, doc: Document, settings: Settings | None = None) -> None:
+    async def opened(self, doc: Document, settings: Settings) -> None:
         """A document was opened: read what it imports from the project, off the event loop;
-        then, given the settings, prefill its likely first place (the project sections read
-        just now lead every prompt of the file, so they are read first)."""
+        then prefill its likely first place (the project sections read just now lead every
+        prompt of the file, so they are read first)."""
         self.project.opened(doc.uri, doc.text)
-        await asyncio.to_thread(self.project.warm, doc.uri, doc.text)
-        if settings is not None and doc.uri not in self._requests:
+        if settings.project_context_tokens > 0:
+            await asyncio.to_thread(self.project.warm, doc.uri, doc.text)
+        if settings.enable_completion and doc.uri not in self._requests:
             self.prefill(settings, doc, first_place(doc))
 
     def edited(self, doc: Document) -> None:
@@ -194,6 +208,10 @@ class Completer:
         flight = Flight(generation, before, after, lambda text: postprocess.end_of_suggestion(text, ctx) is not None)
         self._flights[doc.uri] = flight
         return flight
+
+
+def answer_shape(settings: Settings) -> tuple[object, ...]:
+    return tuple(getattr(settings, name) for name in ANSWER_SETTINGS)
 
 
 def first_place(doc: Document) -> int:
