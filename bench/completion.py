@@ -46,11 +46,11 @@ from qwen_lsp.completion import layout as context
 from qwen_lsp.completion import postprocess
 from qwen_lsp.completion.completer import fim_prompt
 from qwen_lsp.config import Settings
-from qwen_lsp.syntax.documents import Document
 from qwen_lsp.engine.base import Engine, GenerationRequest
 from qwen_lsp.engine.local import LocalEngine, LocalSettings
 from qwen_lsp.engine.model_pack import resolve_model
 from qwen_lsp.engine.tokens import Prompt
+from qwen_lsp.syntax.documents import Document
 
 DATA = Path(os.environ.get("QWEN_LSP_HUMANEVAL", "/work/shared/data/human-eval-infilling"))
 TASK_FILE = "HumanEval-SingleLineInfilling.jsonl.gz"
@@ -70,7 +70,9 @@ async def start_server(model: Path, options: dict[str, object] | None = None) ->
         general=lsp.GeneralClientCapabilities(position_encodings=[lsp.PositionEncodingKind.Utf16]),
         text_document=lsp.TextDocumentClientCapabilities(inline_completion=lsp.InlineCompletionClientCapabilities()),
     )
-    await client.initialize_async(lsp.InitializeParams(capabilities=capabilities, process_id=os.getpid(), initialization_options=options or {}))
+    await client.initialize_async(
+        lsp.InitializeParams(capabilities=capabilities, process_id=os.getpid(), initialization_options=options or {})
+    )
     client.initialized(lsp.InitializedParams())
     return client
 
@@ -184,7 +186,9 @@ async def run_humaneval(
         previous = (text, offset)
 
         uri = f"file:///bench/humaneval_{number}.py"
-        client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+        client.text_document_did_open(
+            lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=text))
+        )
         started = time.perf_counter()
         suggestion = await ask(client, uri, utf16_position(task["prompt"]))
         result.server_seconds.append(time.perf_counter() - started)
@@ -247,7 +251,9 @@ async def run_replay(client: LanguageClient, bare_engine: Engine, settings: Sett
         *body, after = rest
         uri = f"file:///bench/replay_{name}.py"
         text, version = before, 1
-        client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="python", version=version, text=text + after)))
+        client.text_document_did_open(
+            lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="python", version=version, text=text + after))
+        )
         pending: list[asyncio.Task[None]] = []
 
         def insert(piece: str) -> None:
@@ -366,8 +372,11 @@ def write_report(out_dir: Path, command: str, result: dict[str, Any], replay: Re
     plot = out_dir / f"completion-{stamp}.png"
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     if replay is not None:
-        series = [("server, pause at line end", replay.pause_seconds), ("bare 60/20 window, same pauses", replay.bare_seconds),
-                  ("server, every keystroke", replay.keystroke_seconds)]
+        series = [
+            ("server, pause at line end", replay.pause_seconds),
+            ("bare 60/20 window, same pauses", replay.bare_seconds),
+            ("server, every keystroke", replay.keystroke_seconds),
+        ]
         for label, values in series:
             if values:
                 ordered = sorted(values)
@@ -395,8 +404,10 @@ def write_report(out_dir: Path, command: str, result: dict[str, Any], replay: Re
     if "replay" in result:
         r = result["replay"]
         lines += [
-            "## Typing replay", "",
-            "| figure | server | bare (60/20 window, same pauses) | target |", "| --- | --- | --- | --- |",
+            "## Typing replay",
+            "",
+            "| figure | server | bare (60/20 window, same pauses) | target |",
+            "| --- | --- | --- | --- |",
             f"| pause latency p50 | {r['pause_p50_s']:.2f} s | {r['bare_p50_s']:.2f} s | ≤ 0.6 s |",
             f"| pause latency p95 | {r['pause_p95_s']:.2f} s | {r['bare_p95_s']:.2f} s | ≤ 1.5 s |",
             f"| suggestion = the line then typed | {r['pause_exact_next_line']:.2f} | {r['bare_exact_next_line']:.2f} | |",
@@ -405,21 +416,28 @@ def write_report(out_dir: Path, command: str, result: dict[str, Any], replay: Re
             f"| keystroke requests answered before the next keystroke | {r['keystrokes_answered_before_next']:.2f} | | ≥ 0.5 |",
             f"| keystroke requests answered with a suggestion before the next keystroke | {r['keystrokes_suggested_before_next']:.2f} | | |",
             f"| keystroke answers carrying a suggestion | {r['keystrokes_with_suggestion']:.2f} | | |",
-            "", f"{r['pauses']} pauses ({len(replay.first_pauses) if replay else 0} of them the first in a freshly opened file; "
-            f"{r['bare_pauses']} also measured bare), {r['keystrokes']} keystroke requests.", "",
+            "",
+            f"{r['pauses']} pauses ({len(replay.first_pauses) if replay else 0} of them the first in a freshly opened file; "
+            f"{r['bare_pauses']} also measured bare), {r['keystrokes']} keystroke requests.",
+            "",
         ]
     if "humaneval" in result:
         h = result["humaneval"]
         lines += [
-            "## HumanEval single-line infilling", "",
-            "| figure | server (LSP inlineCompletion) | bare model (plain FIM, cut at newline) | target |", "| --- | --- | --- | --- |",
+            "## HumanEval single-line infilling",
+            "",
+            "| figure | server (LSP inlineCompletion) | bare model (plain FIM, cut at newline) | target |",
+            "| --- | --- | --- | --- |",
             f"| pass@1 ({h['tasks']} tasks) | {h['server_pass_at_1']:.3f} | {h['bare_pass_at_1']:.3f} | ≥ 0.60 |",
             f"| latency p50 | {h['server_p50_s']:.2f} s | {h['bare_p50_s']:.2f} s | |",
-            "", "## Server overhead", "",
+            "",
+            "## Server overhead",
+            "",
             f"On {h['overhead_tasks']} of the tasks the server's own prompt also ran on an engine in the benchmark "
             f"process: p50 {h['engine_alone_p50_s']:.2f} s against the server's {h['server_on_those_p50_s']:.2f} s; "
             f"server over engine, median per-task ratio **{h['server_over_engine_median_ratio']:.3f}** (target ≤ 1.05); "
-            f"identical text in {h['server_same_text_as_engine_alone']:.0%} of tasks.", "",
+            f"identical text in {h['server_same_text_as_engine_alone']:.0%} of tasks.",
+            "",
         ]
     lines += [f"![latency]({plot.name})", "", "```json", json.dumps(result, indent=2), "```", ""]
     report = out_dir / f"completion-{stamp}.md"
@@ -429,8 +447,24 @@ def write_report(out_dir: Path, command: str, result: dict[str, Any], replay: Re
 
 # -- the moves (issue 16): cold places in real files, several files open, cut-off suggestions -----
 # Real files nobody here wrote; the cold positions cycle through them.
-COLD_MODULES = ("argparse", "difflib", "csv", "calendar", "configparser", "pprint", "tokenize", "gettext",
-                "string", "glob", "posixpath", "heapq", "ftplib", "json.decoder", "dataclasses", "shlex")
+COLD_MODULES = (
+    "argparse",
+    "difflib",
+    "csv",
+    "calendar",
+    "configparser",
+    "pprint",
+    "tokenize",
+    "gettext",
+    "string",
+    "glob",
+    "posixpath",
+    "heapq",
+    "ftplib",
+    "json.decoder",
+    "dataclasses",
+    "shlex",
+)
 # The multi-file replay: (module, function) typed in turn; the first is returned to at the end.
 MOVES_REPLAY = [("textwrap", "dedent"), ("shlex", "quote"), ("fnmatch", "filter")]
 REST_SECONDS = 2.0  # the cursor rests this long before the user types (rested cold positions)
@@ -508,7 +542,9 @@ class MovesResult:
 
 
 def notify_rest(client: LanguageClient, uri: str, position: lsp.Position) -> None:
-    client.protocol.notify(CURSOR_RESTED, {"textDocument": {"uri": uri}, "position": {"line": position.line, "character": position.character}})
+    client.protocol.notify(
+        CURSOR_RESTED, {"textDocument": {"uri": uri}, "position": {"line": position.line, "character": position.character}}
+    )
 
 
 async def last_stop_reason(client: LanguageClient) -> str | None:
@@ -525,7 +561,9 @@ async def run_cold(client: LanguageClient, config: str, places: list[ColdPlace],
         if rests and number % 3 == 0:
             asked.append((True, f"file:///bench/rested_{config}_{number}.py"))
         for rested, uri in asked:
-            client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=place.text)))
+            client.text_document_did_open(
+                lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=place.text))
+            )
             position = utf16_position(place.text[: place.offset])
             if rested:
                 notify_rest(client, uri, position)
@@ -541,7 +579,9 @@ async def run_cold(client: LanguageClient, config: str, places: list[ColdPlace],
             result.cold_empty += not first_line(suggestion)
             result.cold_exact += first_line(suggestion) == place.real
             result.cold_similarity.append(similarity(first_line(suggestion), place.real))
-            print(f"    [{config}] cold {number + 1}/{len(places)} {place.name}: {seconds:.2f}s {first_line(suggestion)[:40]!r}", flush=True)
+            print(
+                f"    [{config}] cold {number + 1}/{len(places)} {place.name}: {seconds:.2f}s {first_line(suggestion)[:40]!r}", flush=True
+            )
 
 
 class TypedFile:
@@ -550,7 +590,9 @@ class TypedFile:
     def __init__(self, client: LanguageClient, uri: str, before: str, body: list[str], after: str) -> None:
         self.client, self.uri, self.text, self.after, self.body = client, uri, before, after, body
         self.version, self.next_line = 1, 0
-        client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=before + after)))
+        client.text_document_did_open(
+            lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=before + after))
+        )
 
     def insert(self, piece: str) -> None:
         at = utf16_position(self.text)
@@ -673,7 +715,11 @@ def write_moves_report(out_dir: Path, command: str, figures_: dict[str, Any], re
     plot = out_dir / f"moves-{stamp}.png"
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for config, r in results.items():
-        for ax, values, what in [(axes[0], r.cold_seconds, "cold places"), (axes[0], r.rested_seconds, "rested places"), (axes[1], r.pause_seconds, "pauses")]:
+        for ax, values, what in [
+            (axes[0], r.cold_seconds, "cold places"),
+            (axes[0], r.rested_seconds, "rested places"),
+            (axes[1], r.pause_seconds, "pauses"),
+        ]:
             if values:
                 ordered = sorted(values)
                 ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=f"{what}, {config}")

@@ -39,8 +39,20 @@ from qwen_lsp.syntax.documents import Document
 
 # Standard library modules, and how many of their functions (in source order, 5 to 20 lines:
 # what a person selects and right-clicks) to explain.
-MODULES = ("textwrap", "shlex", "json.decoder", "csv", "fractions", "statistics", "fnmatch", "colorsys",
-           "heapq", "base64", "calendar", "glob")
+MODULES = (
+    "textwrap",
+    "shlex",
+    "json.decoder",
+    "csv",
+    "fractions",
+    "statistics",
+    "fnmatch",
+    "colorsys",
+    "heapq",
+    "base64",
+    "calendar",
+    "glob",
+)
 PER_MODULE = 2
 MIN_LINES, MAX_LINES = 5, 20
 PLAIN = "Explain this code:\n```python\n{code}\n```"
@@ -224,9 +236,12 @@ async def run(args: argparse.Namespace) -> Path:
             theirs = await bare(engine, code, explain.max_tokens(settings, code) if args.same_length else settings.explain_max_tokens)
             theirs.failures = grounding_failures(theirs.text, PLAIN.format(code=code), function)
             rows.append((function, mine, theirs))
-            print(f"{function.module}.{function.name}: ours first {mine.first_text:.2f}s sentence {mine.first_sentence:.2f}s "
-                  f"total {mine.total:.1f}s {'ok' if not mine.failures else mine.failures} | bare first {theirs.first_text:.2f}s "
-                  f"total {theirs.total:.1f}s {'ok' if not theirs.failures else theirs.failures}", flush=True)
+            print(
+                f"{function.module}.{function.name}: ours first {mine.first_text:.2f}s sentence {mine.first_sentence:.2f}s "
+                f"total {mine.total:.1f}s {'ok' if not mine.failures else mine.failures} | bare first {theirs.first_text:.2f}s "
+                f"total {theirs.total:.1f}s {'ok' if not theirs.failures else theirs.failures}",
+                flush=True,
+            )
     finally:
         engine.close()
         await client.shutdown_async(None)
@@ -245,8 +260,10 @@ def summary_rows(rows: list[tuple[Function, Run, Run]]) -> list[str]:
     for label, side in (("qwen-lsp (server, `qwen.explain`)", 1), ("bare model, plain prompt", 2)):
         runs = [row[side] for row in rows]
         passed = sum(not r.failures for r in runs)
-        lines.append(f"| {label} | {median([r.first_text for r in runs]):.2f} s | {median([r.first_sentence for r in runs]):.2f} s | "
-                     f"{median([r.total for r in runs]):.1f} s | {passed}/{len(runs)} ({passed / len(runs):.0%}) |")
+        lines.append(
+            f"| {label} | {median([r.first_text for r in runs]):.2f} s | {median([r.first_sentence for r in runs]):.2f} s | "
+            f"{median([r.total for r in runs]):.1f} s | {passed}/{len(runs)} ({passed / len(runs):.0%}) |"
+        )
     return lines
 
 
@@ -272,8 +289,10 @@ def report(out: Path, rows: list[tuple[Function, Run, Run]], args: argparse.Name
         "| --- | --- | --- | --- | --- |",
     ]
     for function, mine, theirs in rows:
-        lines.append(f"| `{function.module}.{function.name}` | {mine.first_text:.2f} / {mine.total:.1f} | "
-                     f"{'; '.join(mine.failures) or 'ok'} | {theirs.first_text:.2f} / {theirs.total:.1f} | {'; '.join(theirs.failures) or 'ok'} |")
+        lines.append(
+            f"| `{function.module}.{function.name}` | {mine.first_text:.2f} / {mine.total:.1f} | "
+            f"{'; '.join(mine.failures) or 'ok'} | {theirs.first_text:.2f} / {theirs.total:.1f} | {'; '.join(theirs.failures) or 'ok'} |"
+        )
     lines += ["", "![explain](explain.png)", "", "## Answers (ours)", ""]
     for function, mine, _ in rows[:3]:
         lines += [f"### `{function.module}.{function.name}`", "", mine.text, ""]
@@ -313,8 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench explain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--functions", type=int, default=len(MODULES) * PER_MODULE, help="how many functions to explain")
     parser.add_argument("--language", default=None, help="the client's locale, e.g. zh-cn (default: none, English)")
-    parser.add_argument("--same-length", action=argparse.BooleanOptionalAction, default=True,
-                        help="give the bare model the same token limit as ours (else explainMaxTokens)")
+    parser.add_argument(
+        "--same-length",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give the bare model the same token limit as ours (else explainMaxTokens)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="threads for each model (0: one per core)")
     parser.add_argument("--model", default=None, help="GGUF path (default: the bundled model)")
     parser.add_argument("--out", default="bench/results/explain", help="folder for the report and plot")

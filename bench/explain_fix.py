@@ -21,15 +21,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_lsp import explain, fix
 from bench.fix_cases import CASES, PROGRAM, FixCase, enclosing_block
+from qwen_lsp import explain, fix
 from qwen_lsp.config import Settings
-from qwen_lsp.syntax.diagnostics import Problem, problems_in
-from qwen_lsp.syntax.documents import Document
 from qwen_lsp.edits import apply_edits
 from qwen_lsp.engine import make_engine
-from qwen_lsp.engine.tokens import Prompt
 from qwen_lsp.engine.base import ChatMessage, Engine, GenerationRequest
+from qwen_lsp.engine.tokens import Prompt
+from qwen_lsp.syntax.diagnostics import Problem, problems_in
+from qwen_lsp.syntax.documents import Document
 
 EXPLAIN_TARGETS = ("calculate_total", "most_expensive", "summary", "parse_items", "boxes_needed")
 _FENCE = re.compile(r"```[\w+-]*\n(.*?)(?:```|\Z)", re.S)
@@ -79,8 +79,11 @@ async def bench_explain(engine: Engine, settings: Settings, count: int) -> tuple
         plain = f"Explain this code:\n```python\n{PROGRAM[start:end]}\n```"
         bare_request = GenerationRequest(messages=(ChatMessage("user", plain),), max_tokens=settings.explain_max_tokens)
         bare.append(await timed_stream(engine, bare_request))
-        print(f"explain {name}: ours first {ours[-1].first_text:.2f}s total {ours[-1].total:.2f}s | "
-              f"bare first {bare[-1].first_text:.2f}s total {bare[-1].total:.2f}s", flush=True)
+        print(
+            f"explain {name}: ours first {ours[-1].first_text:.2f}s total {ours[-1].total:.2f}s | "
+            f"bare first {bare[-1].first_text:.2f}s total {bare[-1].total:.2f}s",
+            flush=True,
+        )
     return ours, bare
 
 
@@ -126,8 +129,11 @@ async def bench_fix(engine: Engine, settings: Settings, cases: tuple[FixCase, ..
             bool(candidate) and run_program(candidate) == expected, seconds, bool(candidate) and confined(case.broken, candidate, line)
         )
         rows.append((case, ours, bare))
-        print(f"fix {case.name}: ours {'ok' if ours.ok else 'FAIL'} {ours.seconds:.1f}s | "
-              f"bare {'ok' if bare.ok else 'FAIL'} {bare.seconds:.1f}s", flush=True)
+        print(
+            f"fix {case.name}: ours {'ok' if ours.ok else 'FAIL'} {ours.seconds:.1f}s | "
+            f"bare {'ok' if bare.ok else 'FAIL'} {bare.seconds:.1f}s",
+            flush=True,
+        )
     return rows
 
 
@@ -135,7 +141,9 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def report(out: Path, explained: tuple[list[Timing], list[Timing]], fixed: list[tuple[FixCase, FixOutcome, FixOutcome]], engine: Engine) -> Path:
+def report(
+    out: Path, explained: tuple[list[Timing], list[Timing]], fixed: list[tuple[FixCase, FixOutcome, FixOutcome]], engine: Engine
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,7 +185,9 @@ def report(out: Path, explained: tuple[list[Timing], list[Timing]], fixed: list[
         "| --- | --- | --- | --- | --- |",
     ]
     for case, ours, bare in fixed:
-        lines.append(f"| {case.name} | {'ok' if ours.ok else 'no'} | {ours.seconds:.1f} | {'ok' if bare.ok else 'no'} | {bare.seconds:.1f} |")
+        lines.append(
+            f"| {case.name} | {'ok' if ours.ok else 'no'} | {ours.seconds:.1f} | {'ok' if bare.ok else 'no'} | {bare.seconds:.1f} |"
+        )
     if ours_x and bare_x:
         ratio = median([t.first_text for t in ours_x]) / median([t.first_text for t in bare_x])
         lines += ["", f"Explain time to first text, ours / bare: {ratio:.2f}."]
@@ -189,8 +199,12 @@ def report(out: Path, explained: tuple[list[Timing], list[Timing]], fixed: list[
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 4))
     labels = ["qwen-lsp", "bare model"]
     width = 0.35
-    left.bar([0 - width / 2, 1 - width / 2], [median([t.first_text for t in ours_x]), median([t.total for t in ours_x])], width, label=labels[0])
-    left.bar([0 + width / 2, 1 + width / 2], [median([t.first_text for t in bare_x]), median([t.total for t in bare_x])], width, label=labels[1])
+    left.bar(
+        [0 - width / 2, 1 - width / 2], [median([t.first_text for t in ours_x]), median([t.total for t in ours_x])], width, label=labels[0]
+    )
+    left.bar(
+        [0 + width / 2, 1 + width / 2], [median([t.first_text for t in bare_x]), median([t.total for t in bare_x])], width, label=labels[1]
+    )
     left.set_xticks([0, 1], ["first text", "total"])
     left.set_ylabel("seconds (median)")
     left.set_title("Explain")

@@ -63,9 +63,7 @@ class Task:
 # -- tasks -------------------------------------------------------------------------------------------
 def install(target: Path) -> list[Path]:
     """The packages' source folders, installed into `target` (needs the network once)."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), *PACKAGES], check=True
-    )
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), *PACKAGES], check=True)
     return [target / spec.split("==")[0] for spec in PACKAGES]
 
 
@@ -287,27 +285,38 @@ def write_report(figures: dict[str, dict[str, float]], tasks: list[Task], result
     fig.savefig(OUT / "report.png", dpi=100)
 
     lines = [
-        f"# Completion on real project code ({time.strftime('%Y-%m-%d %H:%M')})", "",
+        f"# Completion on real project code ({time.strftime('%Y-%m-%d %H:%M')})",
+        "",
         f"Command: `{command}`. Packages: {', '.join(PACKAGES)} (installed at run time). Tasks: {len(tasks)}. "
-        f"Project context: {PROJECT_CONTEXT_TOKENS} tokens.", "",
+        f"Project context: {PROJECT_CONTEXT_TOKENS} tokens.",
+        "",
         f"Machine: {os.cpu_count()} cores, shared with other work (load average at the end "
-        f"{os.getloadavg()[0]:.1f}): compare the arms, measured in the same run, rather than absolute times.", "",
+        f"{os.getloadavg()[0]:.1f}): compare the arms, measured in the same run, rather than absolute times.",
+        "",
         "The server arms are two `qwen-lsp serve` processes driven through an LSP client (workspace folders: the "
-        "packages' sources; `projectContextTokens` " f"{PROJECT_CONTEXT_TOKENS} and 0): didOpen, once the server has "
+        "packages' sources; `projectContextTokens` "
+        f"{PROJECT_CONTEXT_TOKENS} and 0): didOpen, once the server has "
         "parsed the file's imports an inlineCompletion at the cursor, then again after a blank line is added below the "
         "cursor's (warm: the KV cache holds the prompt up to the cursor), didClose. "
         "Each server has its own model and KV cache, so each arm meets a file cold. The bare model runs on an engine "
-        "in this process and cuts at the first newline.", "",
-        "| | exact (first line) | similarity | answered with nothing | p50 | p95 |", "| --- | --- | --- | --- | --- | --- |",
+        "in this process and cuts at the first newline.",
+        "",
+        "| | exact (first line) | similarity | answered with nothing | p50 | p95 |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name in ("project", "server", "bare", "project_warm", "server_warm"):
         f = figures[name]
-        lines.append(f"| {LABELS[name]} | {f['exact']:.3f} | {f['similarity']:.3f} | {f['empty']:.0%} | {f['p50_s']:.2f} s | {f['p95_s']:.2f} s |")
+        lines.append(
+            f"| {LABELS[name]} | {f['exact']:.3f} | {f['similarity']:.3f} | {f['empty']:.0%} | {f['p50_s']:.2f} s | {f['p95_s']:.2f} s |"
+        )
     opened = figures["open"]
     lines += [
-        "", f"Parsing the modules a file imports when it is opened (`Project.warm`, timed in the benchmark's process; "
+        "",
+        f"Parsing the modules a file imports when it is opened (`Project.warm`, timed in the benchmark's process; "
         f"the server does it off its event loop, not counted above): p50 {opened['p50_s'] * 1000:.0f} ms, max {opened['max_s'] * 1000:.0f} ms.",
-        "", "![exact, similarity, empty; latency](report.png)", "",
+        "",
+        "![exact, similarity, empty; latency](report.png)",
+        "",
     ]
     (OUT / "report.md").write_text("\n".join(lines), encoding="utf-8")
     (OUT / "report.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")

@@ -32,12 +32,12 @@ from pathlib import Path
 
 import httpx
 
-from qwen_lsp.engine.tokens import Prompt
-from qwen_lsp.prompting import render as prompts
 from qwen_lsp.engine.base import Engine, GenerationRequest
 from qwen_lsp.engine.local import LocalEngine, LocalSettings
 from qwen_lsp.engine.model_pack import resolve_model
 from qwen_lsp.engine.remote import RemoteEngine, RemoteSettings
+from qwen_lsp.engine.tokens import Prompt
+from qwen_lsp.prompting import render as prompts
 
 DATA = Path("/work/shared/data/human-eval-infilling/HumanEval-SingleLineInfilling.jsonl.gz")
 THREADS = 2
@@ -122,9 +122,7 @@ async def measure(engines: dict[str, Engine], tasks: list[dict[str, str]]) -> li
             for scenario, prompt in scenarios.items():
                 seconds, first, text = await timed(engines[name], prompt)
                 samples.append(Sample(task["task_id"], scenario, name, seconds, first, text))
-        line = "  ".join(
-            f"{s.engine} {s.scenario} {s.seconds:5.2f}s" for s in samples[-4:]
-        )
+        line = "  ".join(f"{s.engine} {s.scenario} {s.seconds:5.2f}s" for s in samples[-4:])
         print(f"{i + 1:3d}/{len(tasks)} {task['task_id']:<32} {line}", flush=True)
     return samples
 

@@ -36,7 +36,7 @@ class InProcessClient:
         self._tasks: list[asyncio.Task[None]] = []
 
         handlers: dict[str, Callable[[Any], None]] = {
-            lsp.PROGRESS: lambda params: self.on_progress(params),
+            lsp.PROGRESS: self._on_progress,
             lsp.WINDOW_WORK_DONE_PROGRESS_CREATE: lambda params: None,
             lsp.WINDOW_SHOW_MESSAGE: lambda params: print(params.message, file=sys.stderr),
             lsp.WINDOW_LOG_MESSAGE: lambda params: None,
@@ -44,6 +44,9 @@ class InProcessClient:
         }
         for method, handler in handlers.items():
             self.client.feature(method)(handler)
+
+    def _on_progress(self, params: lsp.ProgressParams) -> None:
+        self.on_progress(params)  # looked up per message: the command line replaces it
 
     def _on_diagnostics(self, params: lsp.PublishDiagnosticsParams) -> None:
         self.diagnostics[params.uri] = params
@@ -75,9 +78,7 @@ class InProcessClient:
                             data_support=True, resolve_support=lsp.ClientCodeActionResolveOptions(properties=["edit"])
                         )
                     ),
-                    workspace=lsp.WorkspaceClientCapabilities(
-                        workspace_edit=lsp.WorkspaceEditClientCapabilities(document_changes=True)
-                    ),
+                    workspace=lsp.WorkspaceClientCapabilities(workspace_edit=lsp.WorkspaceEditClientCapabilities(document_changes=True)),
                 ),
                 initialization_options=self.initialization_options,
                 process_id=os.getpid(),
@@ -90,7 +91,7 @@ class InProcessClient:
         try:
             await asyncio.wait_for(self.client.shutdown_async(None), timeout=5)
             self.client.exit(None)
-        except (asyncio.TimeoutError, RuntimeError):
+        except (TimeoutError, RuntimeError):
             pass
         self._stop.set()
 

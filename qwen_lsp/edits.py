@@ -69,10 +69,7 @@ def edits_keeping_line_ends(old: str, new_lf: str, base: int = 0) -> tuple[TextE
     def in_old(offset: int) -> int:
         return base + offset + bisect.bisect_left(pairs, offset)
 
-    return tuple(
-        TextEdit(in_old(e.start), in_old(e.end), e.new_text.replace("\n", ending))
-        for e in minimal_edits(old_lf, to_lf(new_lf))
-    )
+    return tuple(TextEdit(in_old(e.start), in_old(e.end), e.new_text.replace("\n", ending)) for e in minimal_edits(old_lf, to_lf(new_lf)))
 
 
 def apply_edits(text: str, edits: tuple[TextEdit, ...] | list[TextEdit]) -> str:

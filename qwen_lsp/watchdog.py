@@ -66,6 +66,7 @@ def watch_parent(pid: int | None, on_gone: Callable[[], None] = _exit_now, every
     if not is_alive(pid, started):
         log.warning("the client's process %d is not running; not watching it", pid)
         return None
+
     def run() -> None:
         while True:
             time.sleep(every)

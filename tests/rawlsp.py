@@ -77,7 +77,9 @@ class RawServer:
     def notify(self, method: str, params: Any = None) -> None:
         self.send({"jsonrpc": "2.0", "method": method, "params": params})
 
-    def initialize(self, process_id: int | None = None, options: dict[str, Any] | None = None, capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
+    def initialize(
+        self, process_id: int | None = None, options: dict[str, Any] | None = None, capabilities: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         result = self.request(
             "initialize",
             {
@@ -107,7 +109,9 @@ FIX_CAPABILITIES = {
 }
 
 
-def resolve_fix_with_fake_answer(answer: str, uri: str, text: str, diagnostic: dict[str, Any], *, stderr: Path, version: int = 1) -> tuple[RawServer, dict[str, Any]]:
+def resolve_fix_with_fake_answer(
+    answer: str, uri: str, text: str, diagnostic: dict[str, Any], *, stderr: Path, version: int = 1
+) -> tuple[RawServer, dict[str, Any]]:
     """Ask a server running the fake engine, which answers every chat with `answer`, for the
     quick fix of `diagnostic` (an editor passes on another server's diagnostics the same way);
     the closed server (for what it sent) and the resolved code action."""

@@ -48,7 +48,7 @@ def _imported_parts(path: Path) -> set[str]:
         for name in names:
             parts = name.split(".")
             if parts[0] == "qwen_lsp":
-                is_module = len(parts) > 1 and (PACKAGE / parts[1]).with_suffix(".py").exists() or (PACKAGE / parts[1]).is_dir()
+                is_module = (len(parts) > 1 and (PACKAGE / parts[1]).with_suffix(".py").exists()) or (PACKAGE / parts[1]).is_dir()
                 found.add(parts[1] if is_module else "__init__")
     return found
 
@@ -79,7 +79,7 @@ def test_no_function_is_longer_than_a_reader_can_hold() -> None:
                 length = (node.end_lineno or node.lineno) - node.lineno + 1
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({length} lines)")
-    assert not long, "functions longer than %d lines:\n%s" % (MAX_FUNCTION_LINES, "\n".join(long))
+    assert not long, f"functions longer than {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
 
 
 def test_the_readme_layout_map_is_the_tree() -> None:
@@ -89,6 +89,9 @@ def test_the_readme_layout_map_is_the_tree() -> None:
 
     root = PACKAGE.parent
     check = subprocess.run(
-        [sys.executable, str(root / "scripts" / "layout_map.py"), "--check", str(root / "README.md")], capture_output=True, text=True, check=False
+        [sys.executable, str(root / "scripts" / "layout_map.py"), "--check", str(root / "README.md")],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert check.returncode == 0, check.stderr

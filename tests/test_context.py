@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from qwen_lsp.completion import layout as context
 from qwen_lsp.completion.layout import ANCHOR_STEP_LINES, CHARS_PER_TOKEN, Mode
-from qwen_lsp.syntax.documents import Document
 from qwen_lsp.engine.local import Shift, plan_reuse
+from qwen_lsp.syntax.documents import Document
 
 BUDGET_TOKENS = 1024
 
 # A module longer than the window, then a function whose body is typed, and code after it.
 HELPERS = "".join(
-    f"def helper_{i}(values, scale={i}):\n    \"\"\"Scale by {i}.\"\"\"\n    return [v * scale for v in values]\n\n\n"
-    for i in range(40)
+    f'def helper_{i}(values, scale={i}):\n    """Scale by {i}."""\n    return [v * scale for v in values]\n\n\n' for i in range(40)
 )
 MODULE = "import os\nimport re\n\n" + HELPERS + "def report(path, values):\n"
 AFTER = "\n\n\ndef main():\n    report('out.txt', [1, 2, 3])\n"
@@ -25,7 +24,7 @@ BODY = [
     "        text = re.sub(r'\\s+', ' ', str(value))",
     "        if text.startswith(('-', '+')):",
     "            text = text[1:]",
-    "        lines.append(f\"{value}: {text}\")",
+    '        lines.append(f"{value}: {text}")',
     "    name = os.path.basename(path)",
     "    header = {'name': name, 'count': len(lines)}",
     "    with open(path, 'w') as f:",

@@ -141,9 +141,7 @@ def fake_pack(tmp_path: Path, model_path: Path, bad_part: int | None) -> Path:
                 data = data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:]
             (package / "data" / f"part0{number}.bin").write_bytes(data)
             (package / "__init__.py").write_text(
-                "import os\n"
-                "def get_part_path():\n"
-                f"    return os.path.join(os.path.dirname(__file__), 'data', 'part0{number}.bin')\n"
+                f"import os\ndef get_part_path():\n    return os.path.join(os.path.dirname(__file__), 'data', 'part0{number}.bin')\n"
             )
             offset += part.size
     return root

@@ -18,15 +18,17 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fake_engine import FakeEngine
-from qwen_lsp.syntax.documents import Document
 from qwen_lsp.lsp.server import create_server
 from qwen_lsp.lsp.transport import FrameReader, serve
+from qwen_lsp.syntax.documents import Document
+from tests.fake_engine import FakeEngine
 
 EXAMPLES = int(os.environ.get("QWEN_LSP_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-CHARS = st.sampled_from(["a", "b", " ", "(", ")", ":", "\n", "\r", "\r\n", "\t", "é", "中", "😀", "\U0010ffff", "\x00", "def ", "x = 1\n", "\ud800"])
+CHARS = st.sampled_from(
+    ["a", "b", " ", "(", ")", ":", "\n", "\r", "\r\n", "\t", "é", "中", "😀", "\U0010ffff", "\x00", "def ", "x = 1\n", "\ud800"]
+)
 TEXT = st.lists(CHARS, max_size=40).map("".join)
 NUMBER = st.one_of(st.integers(0, 12), st.integers(0, 2**31 - 1))
 ENCODINGS = st.sampled_from(["utf-8", "utf-16", "utf-32"])
@@ -94,9 +96,19 @@ JSON = st.recursive(
 )
 METHODS = st.sampled_from(
     [
-        "textDocument/didOpen", "textDocument/didChange", "textDocument/didClose", "textDocument/completion",
-        "textDocument/inlineCompletion", "textDocument/codeAction", "codeAction/resolve", "qwen/status",
-        "$/cancelRequest", "workspace/executeCommand", "workspace/didChangeConfiguration", "shutdown", "no/such",
+        "textDocument/didOpen",
+        "textDocument/didChange",
+        "textDocument/didClose",
+        "textDocument/completion",
+        "textDocument/inlineCompletion",
+        "textDocument/codeAction",
+        "codeAction/resolve",
+        "qwen/status",
+        "$/cancelRequest",
+        "workspace/executeCommand",
+        "workspace/didChangeConfiguration",
+        "shutdown",
+        "no/such",
         "initialize",
     ]
 )
@@ -104,9 +116,28 @@ URI = "file:///fuzz/a.py"
 POSITION = st.fixed_dictionaries({"line": st.integers(-2, 50), "character": st.integers(-2, 50)})
 PARAMS = st.one_of(
     JSON,
-    st.fixed_dictionaries({"textDocument": st.fixed_dictionaries({"uri": st.just(URI), "languageId": st.just("python"), "version": st.integers(-1, 9), "text": TEXT})}),
-    st.fixed_dictionaries({"textDocument": st.fixed_dictionaries({"uri": st.just(URI), "version": st.integers(-1, 9)}), "contentChanges": st.lists(st.fixed_dictionaries({"range": st.fixed_dictionaries({"start": POSITION, "end": POSITION}), "text": TEXT}), max_size=3)}),
-    st.fixed_dictionaries({"textDocument": st.fixed_dictionaries({"uri": st.just(URI)}), "position": POSITION, "context": st.fixed_dictionaries({"triggerKind": st.integers(0, 3)})}),
+    st.fixed_dictionaries(
+        {
+            "textDocument": st.fixed_dictionaries(
+                {"uri": st.just(URI), "languageId": st.just("python"), "version": st.integers(-1, 9), "text": TEXT}
+            )
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "textDocument": st.fixed_dictionaries({"uri": st.just(URI), "version": st.integers(-1, 9)}),
+            "contentChanges": st.lists(
+                st.fixed_dictionaries({"range": st.fixed_dictionaries({"start": POSITION, "end": POSITION}), "text": TEXT}), max_size=3
+            ),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "textDocument": st.fixed_dictionaries({"uri": st.just(URI)}),
+            "position": POSITION,
+            "context": st.fixed_dictionaries({"triggerKind": st.integers(0, 3)}),
+        }
+    ),
     st.fixed_dictionaries({"id": st.integers(0, 20)}),
 )
 MESSAGE = st.tuples(st.booleans(), METHODS, PARAMS)  # (is a request, method, params)

@@ -29,8 +29,31 @@ from tests.conftest import server_env
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PIECES = st.sampled_from(
-    ["def f():\n", "    x = 1\n", "\tx = 2\n", "  y\n", "if a:\n", "        z\n", "\t    w\n", "\n", "class C:\n",
-     "x = [\n", "]\n", "(", ")", "'''", "#", " ", "\t", "é", "😀", "\r\n", "\r", "pass\n", "\ud800"]
+    [
+        "def f():\n",
+        "    x = 1\n",
+        "\tx = 2\n",
+        "  y\n",
+        "if a:\n",
+        "        z\n",
+        "\t    w\n",
+        "\n",
+        "class C:\n",
+        "x = [\n",
+        "]\n",
+        "(",
+        ")",
+        "'''",
+        "#",
+        " ",
+        "\t",
+        "é",
+        "😀",
+        "\r\n",
+        "\r",
+        "pass\n",
+        "\ud800",
+    ]
 )
 TEXT = st.lists(PIECES, max_size=30).map("".join)
 EDITS = st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.lists(PIECES, max_size=4).map("".join)), max_size=10)

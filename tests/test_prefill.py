@@ -22,7 +22,9 @@ CURSOR_RESTED = "qwen/cursorRested"
 
 
 def rest(client, uri: str, position: lsp.Position) -> None:
-    client.protocol.notify(CURSOR_RESTED, {"textDocument": {"uri": uri}, "position": {"line": position.line, "character": position.character}})
+    client.protocol.notify(
+        CURSOR_RESTED, {"textDocument": {"uri": uri}, "position": {"line": position.line, "character": position.character}}
+    )
 
 
 async def prefill_done(client, seen: int, timeout: float = 60.0) -> list[dict]:
@@ -79,7 +81,7 @@ class RecordingEngine(FakeEngine):
         return super().generate(request, on_prompt_progress)
 
 
-FILE = '''import os
+FILE = """import os
 
 
 def first(path):
@@ -89,7 +91,7 @@ def first(path):
 
 def second(value):
     return value * 2
-'''
+"""
 
 
 def test_the_first_place_of_a_file_is_the_end_of_its_first_definition():

@@ -299,7 +299,9 @@ def test_budget_goes_to_the_most_used_names_shown_in_import_order(workspace: Pat
 
 
 def test_a_class_too_large_for_the_budget_is_cut_at_a_line(tmp_path: Path) -> None:
-    methods = "".join(f"    def method_{n}(self, value: int) -> int:\n        value += {n}\n        value *= 2\n        return value\n" for n in range(50))
+    methods = "".join(
+        f"    def method_{n}(self, value: int) -> int:\n        value += {n}\n        value *= 2\n        return value\n" for n in range(50)
+    )
     write(tmp_path, {"big.py": "class Big:\n" + methods})
     text = "from big import Big\nBig()\n"
     section = dict(Project([tmp_path]).context_for(text, tmp_path / "main.py", used_names(text), 600))["big.py"]

@@ -134,8 +134,10 @@ async def test_two_thousand_files_do_not_slow_a_keystroke(make_client, model_pat
         parses[size] = status["project"]["parses"]
         assert status["project"]["folders"] == [str(root.resolve())]
         await client.shutdown_session()
-    print(f"keystroke (didChange + qwen/status) median {costs[0]:.1f} ms "
-          f"in a 3-file workspace, {costs[2000]:.1f} ms with 2,000 more files; files parsed {parses}")
+    print(
+        f"keystroke (didChange + qwen/status) median {costs[0]:.1f} ms "
+        f"in a 3-file workspace, {costs[2000]:.1f} ms with 2,000 more files; files parsed {parses}"
+    )
     assert parses[0] == parses[2000] == 1  # shop/inventory.py
     assert costs[2000] < 3 * costs[0] + 20
 

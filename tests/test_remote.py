@@ -215,9 +215,7 @@ async def test_fix_through_the_remote_server(model_server, start_lsp, tmp_path):
         await asyncio.sleep(0.05)
     diagnostic = client.diagnostics[uri][0]
     actions = await client.text_document_code_action_async(
-        lsp.CodeActionParams(
-            lsp.TextDocumentIdentifier(uri), diagnostic.range, lsp.CodeActionContext(diagnostics=[diagnostic])
-        )
+        lsp.CodeActionParams(lsp.TextDocumentIdentifier(uri), diagnostic.range, lsp.CodeActionContext(diagnostics=[diagnostic]))
     )
     quickfix = next(a for a in actions if a.kind == lsp.CodeActionKind.QuickFix)
     asked = len(client_ports(server.text(), "/v1/chat/completions"))

@@ -105,7 +105,9 @@ def test_the_extension_forwards_declared_settings_and_restarts_on_engine_ones(tm
     result = run_extension(tmp_path, config)
     # Only declared server settings go to the server: not the editor's own, nor a made-up key.
     assert result["sent"] == {"nCtx": 2048, "debounceMs": 5}
-    assert set(result["restarts"]) == {camel_case(name) for name in ENGINE_SETTINGS} | (EDITOR_ONLY - {"installSource"})  # where to install from: nothing to restart
+    assert set(result["restarts"]) == {camel_case(name) for name in ENGINE_SETTINGS} | (
+        EDITOR_ONLY - {"installSource"}
+    )  # where to install from: nothing to restart
     assert result["run"] == {"command": "/usr/bin/python3", "args": ["-I", "-m", "qwen_lsp", "serve"]}
 
 

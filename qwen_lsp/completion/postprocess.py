@@ -28,7 +28,7 @@ def end_of_suggestion(text: str, ctx: Context) -> int | None:
     for number, line in enumerate(complete):
         if number > 0 and line.strip() and width(line) < width(ctx.indent):
             return max(end - 1, 0)  # a dedent closes the block
-        if number >= MAX_BLOCK_LINES or (number > 0 and _repeats(complete[: number], line)):
+        if number >= MAX_BLOCK_LINES or (number > 0 and _repeats(complete[:number], line)):
             return max(end - 1, 0)
         if number > 1 and not line.strip() and not complete[number - 1].strip():
             return max(end - 1, 0)
@@ -58,7 +58,7 @@ def missing_indent(text: str, ctx: Context) -> str | None:
     if ctx.line_prefix or ctx.line_suffix.strip() or not text.strip() or text[0] in " \t\n":
         return None
     following = next((line for line in ctx.suffix.split("\n")[1:] if line.strip()), "")
-    first = text.split("\n")[0].rstrip()
+    first = text.split("\n", maxsplit=1)[0].rstrip()
     if not following[:1].isspace() or first.endswith(":"):
         return None
     above = (ctx.prefix + ctx.middle).split("\n")
@@ -117,7 +117,6 @@ def _balanced(line: str) -> bool:
             quote = char
         elif char in "([{":
             stack.append(char)
-        elif char in _PAIRS:
-            if not stack or stack.pop() != _PAIRS[char]:
-                return False
+        elif char in _PAIRS and (not stack or stack.pop() != _PAIRS[char]):
+            return False
     return not stack

@@ -51,10 +51,7 @@ PARTS: tuple[Part, ...] = (
 
 _CHUNK = 8 * 1024 * 1024
 
-CACHE_HINT = (
-    "Point XDG_CACHE_HOME at a writable folder with 0.5 GB free, or give a GGUF file with "
-    "`--model PATH` or QWEN_LSP_MODEL."
-)
+CACHE_HINT = "Point XDG_CACHE_HOME at a writable folder with 0.5 GB free, or give a GGUF file with `--model PATH` or QWEN_LSP_MODEL."
 
 Progress = Callable[[float], None]
 
@@ -185,9 +182,7 @@ def bundled_model(progress: Progress | None = None) -> Path:
         return assemble(parts, target, progress)
     except OSError as exc:
         reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
-        raise ModelUnavailable(
-            f"Could not write the model to {target.parent}: {reason.get(exc.errno or 0, exc)}. {CACHE_HINT}"
-        ) from exc
+        raise ModelUnavailable(f"Could not write the model to {target.parent}: {reason.get(exc.errno or 0, exc)}. {CACHE_HINT}") from exc
 
 
 def model_signature(cli_path: str | None, init_option_path: str | None) -> tuple[object, ...]:

@@ -30,9 +30,23 @@ _BRACKET_SCAN = re.compile(r"""[\\"'#\n()\[\]{}]""")
 # The nodes a `block` can be found under (the compound statements and their clauses): the
 # statements' lines are read without walking into expressions.
 _BLOCK_HOLDERS = {
-    "module", "block", "function_definition", "class_definition", "decorated_definition", "if_statement",
-    "elif_clause", "else_clause", "for_statement", "while_statement", "try_statement", "except_clause",
-    "except_group_clause", "finally_clause", "with_statement", "match_statement", "case_clause",
+    "module",
+    "block",
+    "function_definition",
+    "class_definition",
+    "decorated_definition",
+    "if_statement",
+    "elif_clause",
+    "else_clause",
+    "for_statement",
+    "while_statement",
+    "try_statement",
+    "except_clause",
+    "except_group_clause",
+    "finally_clause",
+    "with_statement",
+    "match_statement",
+    "case_clause",
 }
 MIXED = "inconsistent use of tabs and spaces in indentation"
 UNMATCHED = "unindent does not match any outer indentation level"
@@ -270,9 +284,7 @@ class _Indentation:
 
     def edited(self, edit: Edit) -> None:
         delta = edit.new_end - edit.old_end
-        self.spans = [
-            (s, e) if s < edit.start else (s + delta, e + delta) for s, e in self.spans if not edit.start <= s < edit.old_end
-        ]
+        self.spans = [(s, e) if s < edit.start else (s + delta, e + delta) for s, e in self.spans if not edit.start <= s < edit.old_end]
         low, high = self.dirty if self.dirty is not None else (edit.start, edit.new_end)
 
         def moved(p: int) -> int:

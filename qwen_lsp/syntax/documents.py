@@ -28,9 +28,24 @@ _LONE_CARRIAGE_RETURN = re.compile(r"\r(?!\n)")
 MAX_PARSE_BYTES = 2_000_000
 
 _EXTENSIONS = {
-    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".ts": "typescript",
-    ".tsx": "tsx", ".rs": "rust", ".go": "go", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp",
-    ".hpp": "cpp", ".java": "java", ".rb": "ruby", ".lua": "lua", ".sh": "bash", ".json": "json",
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".ts": "typescript",
+    ".tsx": "tsx",
+    ".rs": "rust",
+    ".go": "go",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".hpp": "cpp",
+    ".java": "java",
+    ".rb": "ruby",
+    ".lua": "lua",
+    ".sh": "bash",
+    ".json": "json",
 }
 
 
@@ -53,7 +68,7 @@ def tree_sitter_language(language_id: str) -> Language | None:
         return None
     try:
         return Language(factory())
-    except Exception:  # noqa: BLE001 - an incompatible grammar means plain text, not a crash
+    except Exception:
         log.warning("tree-sitter grammar %s could not be loaded", module_name, exc_info=True)
         return None
 

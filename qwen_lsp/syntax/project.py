@@ -333,9 +333,7 @@ class Project:
             self._buffers.pop(path.resolve(), None)
 
     # -- asking
-    def context_for(
-        self, doc_text: str, path: Path, used_names: set[str] | Counter[str], budget_chars: int
-    ) -> list[tuple[str, str]]:
+    def context_for(self, doc_text: str, path: Path, used_names: set[str] | Counter[str], budget_chars: int) -> list[tuple[str, str]]:
         """(path relative to its workspace folder, rendered definitions) for each workspace module
         that `doc_text` imports a used name from, in import order, within `budget_chars`. With
         counts of uses (`used_names` a Counter), the most used names are chosen first."""
@@ -555,9 +553,7 @@ class RecentChunks:
             self._chunks.extend(kept)
             self.generation += 1
 
-    def for_window(
-        self, current_path: str, window: str, budget_chars: int, shown: Collection[str] = ()
-    ) -> list[tuple[str, str]]:
+    def for_window(self, current_path: str, window: str, budget_chars: int, shown: Collection[str] = ()) -> list[tuple[str, str]]:
         """(path, text) of the chunks to show beside `window`, oldest first (the order they came
         in, so the prompt's beginning stays put as new ones arrive), newest kept within budget;
         none of the files in `shown` (their definitions are in the prompt already)."""
