@@ -254,6 +254,7 @@ async def run_doctor(args: argparse.Namespace) -> int:
     from qwen_lsp.config import Settings
     from qwen_lsp.engine import make_engine
     from qwen_lsp.engine.base import EngineState, GenerationRequest
+    from qwen_lsp.engine.cpu import recorded_variant, this_cpu
     from qwen_lsp.engine.model_pack import sha256_of
     from qwen_lsp.engine.tokens import Prompt
 
@@ -296,6 +297,7 @@ async def run_doctor(args: argparse.Namespace) -> int:
     print(f"sha256: {sha256_of(model_path)}")
     print(f"state: {engine.status.state.value}{'' if engine.status.state is EngineState.READY else ' ' + engine.status.message}")
     print(f"threads: {info['n_threads']}, context: {info['n_ctx']} tokens")
+    print(f"llama.cpp build: {recorded_variant() or 'not recorded (not installed by scripts/install.sh)'}; this CPU's: {this_cpu().name}")
     print(f"load: {info['load_seconds']:.2f} s (ready after {ready:.2f} s, including finding and verifying the file)")
     print(f"prompt: {prompt.evaluated_tokens / max(prompt.prompt_seconds, 1e-9):.0f} tokens/s ({prompt.evaluated_tokens} tokens in {prompt.prompt_seconds:.2f} s)")
     print(f"generation: {gen.stats.generated_tokens / max(gen.stats.generation_seconds, 1e-9):.1f} tokens/s ({gen.stats.generated_tokens} tokens in {gen.stats.generation_seconds:.2f} s)")
@@ -308,10 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_file)
     command = args.command or "serve"
     if command == "serve":
-        server = make_server(args.model, backend_settings(args))
         if getattr(args, "tcp", None):
+            from qwen_lsp.lsp import transport
+
             host, _, port = args.tcp.rpartition(":")
-            return server.start_tcp(host or "127.0.0.1", int(port))
+            # A fresh server per connection: each client is a session of its own.
+            return transport.serve_tcp(lambda: make_server(args.model, backend_settings(args)), host or "127.0.0.1", int(port))
+        server = make_server(args.model, backend_settings(args))
         return server.start_io()  # 1 when the client sent `exit` without `shutdown`
     runner = {"complete": run_complete, "explain": run_explain, "fix": run_fix, "doctor": run_doctor}[command]
     try:

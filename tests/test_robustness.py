@@ -210,3 +210,240 @@ async def test_the_api_key_and_the_endpoints_password_are_in_no_message(make_cli
     shown = [str(error.value), json.dumps(status), *(m.message for m in client.messages)]
     assert any("127.0.0.1" in text for text in shown), shown
     assert not [text for text in shown if "7731" in text], shown
+
+
+# -- hangs, lost answers and stale edits (items 2, 5, 7, 12, 13, 15) ----------------------------------
+FAKE_SERVER = [sys.executable, "-m", "tests.fake_engine"]
+
+
+@pytest.fixture
+async def fake_client():
+    """Start servers running the fake engine: `await fake_client(options=..., answer=...)`."""
+    from pytest_lsp import ClientServerConfig, client_capabilities
+
+    started = []
+
+    async def factory(options: dict | None = None, answer: str | None = None, capabilities=None):
+        env = server_env(**({"QWEN_LSP_FAKE_ANSWER": answer} if answer is not None else {}))
+        client = await ClientServerConfig(server_command=FAKE_SERVER, server_env=env).start()
+        await client.initialize_session(
+            lsp.InitializeParams(
+                capabilities=capabilities or client_capabilities("neovim@v0.11.0"),
+                initialization_options=options or {},
+                process_id=None,
+            )
+        )
+        started.append(client)
+        return client
+
+    yield factory
+    for client in started:
+        try:
+            await client.shutdown_session()
+        except Exception:  # noqa: BLE001 - a test may have killed its server on purpose
+            await client.stop()
+
+
+async def test_closing_a_document_while_its_completion_waits_answers_nothing(fake_client, tmp_path):
+    """Item 7: with `debounceMs`, the request waits; a didClose meanwhile forgets the document's
+    request numbers. The request answers an empty list, not -32603 (KeyError)."""
+    client = await fake_client(options={"debounceMs": 300})
+    uri = open_doc(client, str(tmp_path / "a.py"), "def add(a, b):\n    return ")
+    pending = asyncio.ensure_future(client.text_document_inline_completion_async(completion_params(uri)))
+    await asyncio.sleep(0.1)
+    client.text_document_did_close(lsp.DidCloseTextDocumentParams(lsp.TextDocumentIdentifier(uri)))
+    result = await asyncio.wait_for(pending, 10)
+    assert list(result.items) == []
+
+
+def test_a_fix_written_while_the_user_typed_is_refused(tmp_path):
+    """Item 2: a client without `documentChanges` (Neovim) gets edits without a version. Lines
+    typed above the error while the model writes would make the edit land on the wrong lines:
+    the version is checked again after generating, and a stale fix is refused with the reason."""
+    from tests.rawlsp import RawServer
+
+    uri = (tmp_path / "greet.py").as_uri()
+    fixed = BROKEN.replace("def greet(name)", "def greet(name):").split("\n\n\n")[0]
+    answer = f"```python\n{fixed}\n```\n" + "The colon was missing. " * 80  # the model talks on
+    server = RawServer({**server_env(), "QWEN_LSP_FAKE_ANSWER": answer}, FAKE_SERVER, tmp_path / "stderr.log")
+    try:
+        server.initialize(capabilities={"workspace": {"applyEdit": True}, "textDocument": {"codeAction": {"resolveSupport": {"properties": ["edit"]}}}})
+        server.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": BROKEN}})
+        end = {"line": 0, "character": len("def greet(name)")}
+        diagnostic = {"range": {"start": end, "end": end}, "message": 'Expected ":"', "source": "Pyright"}
+        params = {"textDocument": {"uri": uri}, "range": diagnostic["range"], "context": {"diagnostics": [diagnostic]}}
+        quickfix = next(a for a in server.request("textDocument/codeAction", params)["result"] if a.get("kind") == "quickfix")
+        top = {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}}
+        typed = {"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"range": top, "text": "import os\n\n"}]}}
+        server.send({"jsonrpc": "2.0", "id": "fix", "method": "codeAction/resolve", "params": quickfix})
+        time.sleep(0.1)  # the model is writing (the fake one takes ~0.5 s for this answer)
+        server.send(typed)
+        resolved = server.response("fix", timeout=30)["result"]
+    finally:
+        server.close()
+    assert resolved.get("edit") is None, resolved["edit"]
+    assert "changed while" in resolved["title"], resolved["title"]
+
+
+def _missing_model(*_: object) -> object:
+    from qwen_lsp.engine.base import ModelUnavailable
+
+    raise ModelUnavailable("no model at /nowhere/model.gguf")
+
+
+def _chat_request():
+    from qwen_lsp.engine.base import ChatMessage, GenerationRequest
+
+    return GenerationRequest(messages=(ChatMessage("user", "hi"),), max_tokens=4)
+
+
+async def test_a_failed_load_gives_each_request_its_own_short_error():
+    """Item 13: one shared exception raised again and again collects a frame list per raise,
+    pinning every request's frames until the next retry. Each request gets its own error."""
+    import traceback
+
+    from qwen_lsp.engine.base import ModelUnavailable
+    from qwen_lsp.engine.local import LocalEngine, LocalSettings
+
+    engine = LocalEngine(LocalSettings(), _missing_model)
+    errors, depths = [], []
+    for _ in range(6):
+        with pytest.raises(ModelUnavailable) as caught:
+            await asyncio.wait_for(engine.generate(_chat_request()).complete(), 10)
+        errors.append(caught.value)
+        depths.append(len(traceback.extract_tb(caught.value.__traceback__)))
+    engine.close()
+    assert len(set(depths)) == 1, depths
+    assert len({id(error) for error in errors}) == len(errors)
+    assert all("no model at /nowhere/model.gguf" in str(error) for error in errors)
+
+
+async def test_a_request_to_a_closed_engine_is_answered_at_once():
+    """Item 5: a settings change closes the engine while a fix waits to send its retry; the
+    retry goes to the closed engine, whose worker has gone. It must fail at once, not hang.
+    (Here the load is retried on every request, as when the user just put a model in place.)"""
+    import itertools
+
+    from qwen_lsp.engine.base import EngineError
+    from qwen_lsp.engine.local import LocalEngine, LocalSettings
+
+    engine = LocalEngine(LocalSettings(), _missing_model, itertools.count().__next__)
+    with pytest.raises(EngineError):
+        await asyncio.wait_for(engine.generate(_chat_request()).complete(), 10)
+    engine.close()
+    with pytest.raises(EngineError, match=r"replaced|closed"):
+        await asyncio.wait_for(engine.generate(_chat_request()).complete(), 10)
+
+
+@pytest.mark.parametrize("change", [{"completionMaxTokens": 5}, {"modelName": "other-qwen"}], ids=["max-tokens", "model"])
+async def test_a_settings_change_that_shapes_answers_is_not_served_old_answers(make_client, tmp_path, change):
+    """Item 12: the suggestion cache is keyed on the place only; after `completionMaxTokens`
+    or the model changes, the same place must be asked of the model again."""
+    async with FakeOpenAI() as remote:
+        client, uri = await remote_client(make_client, remote, tmp_path)
+        await client.text_document_inline_completion_async(completion_params(uri))
+        asked = len(remote.requests)
+        again = await client.text_document_inline_completion_async(completion_params(uri))
+        assert len(remote.requests) == asked and again.items[0].insert_text == "a + b", "the cache answers the same place"
+        client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings=change))
+        await client.text_document_inline_completion_async(completion_params(uri))
+    posts = [line for line, _ in remote.requests[asked:] if line.startswith("POST")]
+    assert posts, "answered from the cache made with the old settings"
+
+
+async def test_quick_settings_changes_rebuild_the_engine_once(make_client, tmp_path):
+    """Item 15: five quick changes of a setting the engine is built from load the model once,
+    after the last; an engine replaced meanwhile shows no pop-up of its own. (The model is
+    missing here, so each load is a failure shown to the user.)"""
+    client = await make_client(env=server_env(QWEN_LSP_MODEL=str(tmp_path / "no-model.gguf")))
+    for _ in range(100):
+        if any(m.type == lsp.MessageType.Error for m in client.messages):
+            break
+        await asyncio.sleep(0.05)
+    for n_ctx in range(1024, 1029):
+        client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings={"nCtx": n_ctx}))
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(2.5)
+    status = await server_status(client)
+    errors = [m.message for m in client.messages if m.type == lsp.MessageType.Error]
+    assert len(errors) == 2, errors  # the first engine's, the last one's
+    assert status["n_ctx"] == 1028, status
+
+
+# -- serve --tcp (item 8) ------------------------------------------------------------------------------
+class TcpClient:
+    """A minimal LSP client on a socket: sends requests, reads frames back."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int) -> TcpClient:
+        for _ in range(100):
+            try:
+                return cls(*await asyncio.open_connection("127.0.0.1", port))
+            except OSError:
+                await asyncio.sleep(0.1)
+        raise AssertionError("the server never listened")
+
+    def send(self, message: dict) -> None:
+        self.writer.write(frame({"jsonrpc": "2.0", **message}))
+
+    async def response(self, msg_id: object, timeout: float = 20) -> dict:
+        """The response with this id; any other response in between fails the test."""
+        while True:
+            head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+            body = json.loads(await self.reader.readexactly(int(head.split(b":")[1].split(b"\r\n")[0])))
+            if "method" in body:
+                continue
+            assert body.get("id") == msg_id, f"got another request's answer: {body}"
+            return body
+
+    async def initialize(self, name: str) -> dict:
+        self.send({"id": f"{name}-init", "method": "initialize", "params": {"processId": None, "rootUri": None, "capabilities": {}}})
+        return await self.response(f"{name}-init")
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+async def test_each_tcp_connection_is_a_session_of_its_own(tmp_path):
+    """Item 8: every connection used to share one protocol: a second client got the first one's
+    answers, and after a disconnect nobody could initialize again. Now a second client while
+    one is connected is told so; after a disconnect a new client starts a fresh session."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = server_env(QWEN_LSP_MODEL=str(tmp_path / "no-model.gguf"))
+    command = [sys.executable, "-m", "qwen_lsp", "serve", "--tcp", f"127.0.0.1:{port}"]
+    proc = await asyncio.create_subprocess_exec(*command, env=env, stderr=open(tmp_path / "stderr.log", "wb"))  # noqa: SIM115
+    try:
+        first = await TcpClient.connect(port)
+        assert "result" in await first.initialize("first")
+        first.send({"method": "initialized", "params": {}})
+        uri = (tmp_path / "a.py").as_uri()
+        first.send({"method": "textDocument/didOpen", "params": {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": "x = 1\n"}}})
+        second = await TcpClient.connect(port)
+        refused = await second.initialize("second")
+        assert "serving another client" in refused["error"]["message"], refused
+        first.send({"id": "first-status", "method": "qwen/status", "params": {}})
+        assert (await first.response("first-status"))["result"]["process"]["open_documents"] == 1
+        await first.close()
+        await second.close()
+        third = await TcpClient.connect(port)
+        assert "result" in await third.initialize("third")
+        third.send({"id": "third-status", "method": "qwen/status", "params": {}})
+        assert (await third.response("third-status"))["result"]["process"]["open_documents"] == 0  # not the first's
+        third.send({"id": "third-shutdown", "method": "shutdown"})
+        assert "result" in await third.response("third-shutdown")
+        third.send({"method": "exit"})
+        await third.close()
+        fourth = await TcpClient.connect(port)  # `exit` ended the session, not the server
+        assert "result" in await fourth.initialize("fourth")
+        await fourth.close()
+    finally:
+        proc.kill()
+        await proc.wait()

@@ -2,7 +2,8 @@
 
 Entries are keyed on the text around the cursor, not on the prompt, so any request at the same
 place is a hit. On a miss the lookup scans back over what was typed (up to TYPE_THROUGH_CHARS):
-if an earlier suggestion starts with the typed text, the rest of it is the answer.
+if an earlier suggestion starts with the typed text, the rest of it is the answer. Answers
+made under other settings (another model, another token budget) are dropped, see `made_with`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ def _key(before: str, after: str) -> tuple[str, str]:
 class SuggestionCache:
     def __init__(self, maxsize: int = 512) -> None:
         self._entries: LRUCache[tuple[str, str], str] = LRUCache(maxsize=maxsize)
+        self._made_with: object = None
+
+    def made_with(self, shape: object) -> None:
+        """What shapes the answers from now on; the entries made under anything else go."""
+        if shape != self._made_with:
+            self._entries.clear()
+            self._made_with = shape
 
     def put(self, before: str, after: str, text: str) -> None:
         self._entries[_key(before, after)] = text

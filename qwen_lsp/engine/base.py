@@ -217,6 +217,10 @@ class Engine(ABC):
     def add_status_listener(self, listener: StatusListener) -> None:
         self._listeners.append(listener)
 
+    def remove_status_listeners(self) -> None:
+        """Forget every listener: whoever replaced this engine no longer reports on it."""
+        self._listeners.clear()
+
     def _set_status(self, status: EngineStatus) -> None:
         self.status = status
         for listener in list(self._listeners):

@@ -33,6 +33,7 @@ from qwen_lsp.engine.base import (
     ModelUnavailable,
     StopReason,
 )
+from qwen_lsp.engine.cpu import require_runnable_build
 from qwen_lsp.engine.prompt_cache import PromptCache, SavedPrompt
 from qwen_lsp.engine.tokens import SPECIAL_TOKENS
 
@@ -165,6 +166,7 @@ class LocalEngine(Engine):
         self.model_path: Path | None = None
         self.load_seconds: float | None = None
         self._failure: ModelUnavailable | None = None
+        self._closed = False
 
     # -- public ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -178,8 +180,11 @@ class LocalEngine(Engine):
         on_prompt_progress: Callable[[float], None] | None = None,
     ) -> Generation:
         generation = Generation(request, asyncio.get_running_loop(), on_prompt_progress)
-        if self._failure is not None and not self._retry_due():
-            generation.emit_done(self._failure)
+        if self._closed:
+            # Its worker serves what came before `close` and leaves: nobody would answer.
+            generation.emit_done(EngineError("The model engine was replaced (the settings changed); ask again."))
+        elif self._failure is not None and not self._retry_due():
+            generation.emit_done(self._failed())
         else:
             self.start()
             self._jobs.put(_Job(request, generation))
@@ -197,6 +202,7 @@ class LocalEngine(Engine):
         }
 
     def close(self) -> None:
+        self._closed = True
         if self._thread is not None:
             self._jobs.put(None)
 
@@ -214,7 +220,7 @@ class LocalEngine(Engine):
             if self._failure is not None and self._retry_due():
                 self._try_load()
             if self._failure is not None:
-                job.generation.emit_done(self._failure)
+                job.generation.emit_done(self._failed())
                 continue
             try:
                 self._serve(job)
@@ -225,6 +231,12 @@ class LocalEngine(Engine):
                 job.generation.emit_done(exc if isinstance(exc, EngineError) else EngineError(str(exc)))
         self._llm = None  # closed: free the model's memory now, not when the engine is collected
         self._prompts = PromptCache(self._prompts.budget_bytes)
+
+    def _failed(self) -> ModelUnavailable:
+        """A fresh error per request: one shared exception, raised again by each consumer,
+        would collect every request's frames in its traceback."""
+        assert self._failure is not None
+        return ModelUnavailable(str(self._failure))
 
     def _retry_due(self) -> bool:
         return (
@@ -253,6 +265,7 @@ class LocalEngine(Engine):
         )
         self.model_path = path
         self._set_status(EngineStatus(EngineState.LOADING, f"Loading {path.name}"))
+        require_runnable_build()  # a clear error, not SIGILL, if built for instructions this CPU lacks
         import llama_cpp  # heavy import, deferred so the server starts at once
         from llama_cpp import Llama
 

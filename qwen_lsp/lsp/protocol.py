@@ -50,6 +50,8 @@ class QwenProtocol(LanguageServerProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._initialize_received = False
+        # On stdio `exit` ends the process; a TCP session's `exit` ends only its connection.
+        self.exit_ends_process = True
 
     # -- receiving -------------------------------------------------------------------------------
     def receive(self, body: bytes) -> None:
@@ -171,6 +173,12 @@ class QwenProtocol(LanguageServerProtocol):
             log.warning("could not send a message: the client is gone")
 
     # -- built-in features -----------------------------------------------------------------------
+    @lsp_method(lsp.EXIT)
+    def lsp_exit(self, *args: Any) -> Generator[Any, Any, None]:
+        if self.exit_ends_process:
+            yield from super().lsp_exit(*args)
+        elif self.writer is not None:
+            self.writer.close()  # the transport sees the end of the connection
     @lsp_method(lsp.WORKSPACE_EXECUTE_COMMAND)
     async def lsp_workspace__execute_command(self, params: lsp.ExecuteCommandParams) -> Any:
         """Runs a command as the task of its own request, with the whole params.

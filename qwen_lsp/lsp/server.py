@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # Model loading reports at most this often: its messages are steps, not a text being written.
 LOAD_REPORTS_PER_SECOND = 10
+# A settings change rebuilds the engine once the settings rest this long (a user sliding a
+# value, or a settings file saved twice, would otherwise load the model once per change).
+REBUILD_AFTER_SECONDS = 0.5
 
 EngineFactory = Callable[[Settings], Engine]
 
@@ -57,6 +60,8 @@ class QwenLanguageServer(LanguageServer):
         self._tasks: set[asyncio.Future[Any]] = set()
         self._reported_errors: set[str] = set()
         self._failure_shown: str | None = None
+        self._rebuild: asyncio.TimerHandle | None = None
+        self._load_progress: Progress | None = None
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         # pygls shows every failure outside a request as a message; one failing on each
@@ -69,9 +74,6 @@ class QwenLanguageServer(LanguageServer):
     # -- transport: our reader survives broken frames (see transport.py) -------------------------
     def start_io(self, stdin: Any = None, stdout: Any = None) -> int:
         return transport.serve_io(self, stdin, stdout)
-
-    def start_tcp(self, host: str, port: int) -> int:  # type: ignore[override]
-        return transport.serve_tcp(self, host, port)
 
     # -- settings and engine ---------------------------------------------------------------------
     @property
@@ -90,17 +92,34 @@ class QwenLanguageServer(LanguageServer):
     def update_settings(self, settings: Settings) -> None:
         """Take new settings; an engine built from different ones is replaced."""
         before, self.settings = self.settings, settings
-        if self._engine is not None and any(getattr(before, name) != getattr(settings, name) for name in ENGINE_SETTINGS):
+        built = self._engine is not None or self._rebuild is not None
+        if built and any(getattr(before, name) != getattr(settings, name) for name in ENGINE_SETTINGS):
             self.restart_engine()
 
     def restart_engine(self) -> None:
-        """Build the engine afresh from the current settings; requests already queued on the old
-        one are still served by it, new ones go to the new one."""
+        """Let the engine built from the old settings go now (requests already queued on it are
+        still served by it), and build the new one once the settings rest, or at the first
+        request before that."""
+        self._drop_engine()
+        if self._rebuild is not None:
+            self._rebuild.cancel()
+        self._rebuild = asyncio.get_running_loop().call_later(REBUILD_AFTER_SECONDS, self._rebuild_now)
+
+    def _rebuild_now(self) -> None:
+        self._rebuild = None
+        if self._engine is None:
+            self.start_engine()
+
+    def _drop_engine(self) -> None:
+        """Close the engine; it is no longer ours to report on (its pop-ups and load progress)."""
         old, self._engine = self._engine, None
         if old is not None:
+            old.remove_status_listeners()
             old.close()
+        if self._load_progress is not None:
+            self._load_progress.end("Settings changed")
+            self._load_progress = None
         self._failure_shown = None
-        self.start_engine()
 
     def start_engine(self) -> None:
         """Start loading the model in the background now, showing the load as `$/progress`."""
@@ -141,6 +160,7 @@ class QwenLanguageServer(LanguageServer):
         if progress is None:
             return
         progress.begin("Qwen model")
+        self._load_progress = progress
         engine = self.engine
         engine.add_status_listener(self._threadsafe(lambda status: show_load(progress, status)))
         show_load(progress, engine.status)

@@ -170,7 +170,7 @@ async def _pipe_reader(stdin: BinaryIO) -> Read:
     return lambda: loop.run_in_executor(None, os.read, fd, READ_SIZE)
 
 
-def _run(server: JsonRPCServer, main: Coroutine[Any, Any, None]) -> int:
+def _run(shutdown: Callable[[], None], main: Coroutine[Any, Any, None]) -> int:
     """Run a transport's loop; the exit code is what the `exit` notification decided."""
     code = 0
     try:
@@ -180,7 +180,7 @@ def _run(server: JsonRPCServer, main: Coroutine[Any, Any, None]) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutdown()
+        shutdown()
     return code
 
 
@@ -197,20 +197,56 @@ def serve_io(server: JsonRPCServer, stdin: BinaryIO | None = None, stdout: Binar
         await serve(FrameReader(read), protocol)
         log.info("the client closed the connection")
 
-    return _run(server, main())
+    return _run(server.shutdown, main())
 
 
-def serve_tcp(server: JsonRPCServer, host: str, port: int) -> int:
-    """Serve LSP to one client at a time on a TCP socket."""
-    protocol: QwenProtocol = server.protocol  # type: ignore[assignment]
+BUSY = "qwen-lsp is serving another client on this port (one at a time); try again once it disconnects"
+
+
+def serve_tcp(make_server: Callable[[], JsonRPCServer], host: str, port: int) -> int:
+    """Serve LSP on a TCP socket. Each connection is a session of its own, from a fresh server
+    (documents, lifecycle, engine); `exit` ends the session, not the process. One session at a
+    time: a process holds one model (see engine/local.py), so a second client while one is
+    connected is answered with an error saying so, and disconnected."""
+    busy = False
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal busy
+        frames = FrameReader(lambda: reader.read(READ_SIZE))
+        if busy:
+            await _refuse(frames, writer)
+            return
+        busy = True
+        server = make_server()
+        protocol: QwenProtocol = server.protocol  # type: ignore[assignment]
+        protocol.exit_ends_process = False
         protocol.set_writer(writer)  # type: ignore[arg-type]
-        await serve(FrameReader(lambda: reader.read(READ_SIZE)), protocol)
+        try:
+            await serve(frames, protocol)
+        finally:
+            busy = False
+            protocol.set_writer(None)  # type: ignore[arg-type]
+            server.close_engine()  # type: ignore[attr-defined]  # frees the model for the next session
+            server.shutdown()
+            writer.close()
+            log.info("a TCP client disconnected")
 
     async def main() -> None:
         listener = await asyncio.start_server(connection, host, port)
         async with listener:
             await listener.serve_forever()
 
-    return _run(server, main())
+    return _run(lambda: None, main())
+
+
+async def _refuse(frames: FrameReader, writer: asyncio.StreamWriter) -> None:
+    """Answer the first request of a client that cannot be served now, and hang up."""
+    body = await frames.next_body()
+    try:
+        msg_id = json.loads(body).get("id") if body else None
+    except (ValueError, AttributeError):
+        msg_id = None
+    error = json.dumps({"jsonrpc": "2.0", "id": msg_id, "error": {"code": -32803, "message": BUSY}})
+    writer.write(f"Content-Length: {len(error)}\r\n\r\n{error}".encode())
+    await writer.drain()
+    writer.close()

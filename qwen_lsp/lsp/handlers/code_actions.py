@@ -94,13 +94,18 @@ async def fix_edit(
     live = ls.document(target.uri)
     if target.version is not None and target.version != live.version:
         return None, "the document changed since the fix was offered; ask again"
-    # The model takes seconds and the user may type meanwhile: work on a copy, and send the
-    # edit for the copy's version, which the editor refuses if the document moved on.
+    # The model takes seconds and the user may type meanwhile: work on a copy, and refuse the
+    # edit if the document moved on.
     doc = Document(live.uri, live.text, live.version, live.language_id, live.encoding)
     with engine_errors():
         result = await fix.propose_fix(ls.engine, ls.settings, doc, to_problem(doc, diagnostic))
     if not result.edits:
         return None, result.reason
+    now = ls.documents.get(doc.uri)
+    if now is None or now.version != doc.version:
+        # Without `documentChanges` the edit carries no version for the editor to check, and
+        # lines typed meanwhile would move it onto other code.
+        return None, "the document changed while the fix was written; ask again"
     return workspace_edit(ls, doc, result.edits), ""
 
 
