@@ -179,6 +179,20 @@ class QwenProtocol(LanguageServerProtocol):
             yield from super().lsp_exit(*args)
         elif self.writer is not None:
             self.writer.close()  # the transport sees the end of the connection
+
+    @lsp_method(lsp.SHUTDOWN)
+    def lsp_shutdown(self, *args: Any) -> Generator[Any, Any, None]:
+        """pygls cancels every pending future while it iterates over them; a request the server
+        sent to the client (`client/registerCapability` to a client that never answers) has a
+        future whose cancel callback removes it from that dict at once, which broke the loop
+        ("dictionary changed size during iteration") and answered `shutdown` with an error.
+        Cancel those first, from a copy; pygls then finds only the rest."""
+        current = self.msg_id
+        for msg_id, future in list(self._request_futures.items()):
+            if msg_id != current and not future.done() and not isinstance(future, asyncio.Future):
+                future.cancel()
+        yield from super().lsp_shutdown(*args)
+
     @lsp_method(lsp.WORKSPACE_EXECUTE_COMMAND)
     async def lsp_workspace__execute_command(self, params: lsp.ExecuteCommandParams) -> Any:
         """Runs a command as the task of its own request, with the whole params.

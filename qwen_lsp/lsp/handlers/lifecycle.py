@@ -11,6 +11,7 @@ from pygls.uris import to_fs_path
 from qwen_lsp import watchdog
 from qwen_lsp.config import parse_settings
 from qwen_lsp.lsp.capabilities import ClientFeatures
+from qwen_lsp.lsp.protocol import QwenProtocol
 
 PYTHON_FILE_WATCHER = lsp.RegistrationParams(
     registrations=[
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
 def initialize(ls: QwenLanguageServer, params: lsp.InitializeParams) -> None:
     """`initialize`: read the settings and what the client can do; stop when the editor dies."""
     ls.settings = parse_settings(params.initialization_options)
-    watchdog.watch_parent(params.process_id)
+    # On TCP a client's death ends its session, not the server.
+    if not isinstance(ls.protocol, QwenProtocol) or ls.protocol.exit_ends_process:
+        watchdog.watch_parent(params.process_id)
     ls.client_features = ClientFeatures.of(params.capabilities, ls.workspace.position_encoding)
     ls.documents.encoding = ls.client_features.position_encoding
     ls.client_locale = params.locale
