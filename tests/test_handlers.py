@@ -144,3 +144,21 @@ def test_progress_reports_at_a_bounded_rate_and_nothing_after_its_end() -> None:
     assert rest == [("report", "one"), ("report", "forced"), ("end", "done")]
     Progress(server, "u").begin("Load")  # type: ignore[arg-type]
     assert server.sent[-1][1].cancellable is None  # type: ignore[union-attr]
+
+
+async def test_ended_progress_tokens_are_not_kept(tmp_path) -> None:
+    """pygls files a future per progress token and never drops it: a server explaining all day
+    must not keep one per explanation (issue 15, item 14)."""
+    from qwen_lsp.lsp.progress import Progress
+    from qwen_lsp.lsp.server import create_server
+    from tests.fake_engine import FakeEngine
+
+    server = create_server(lambda settings: FakeEngine())
+    sent: list[object] = []
+    server.protocol.notify = lambda method, params=None: sent.append((method, params))  # type: ignore[method-assign]
+    for number in range(5):
+        progress = Progress(server, f"token-{number}")
+        progress.begin("explain")
+        progress.end()
+    assert server.work_done_progress.tokens == {}
+    assert len(sent) == 10

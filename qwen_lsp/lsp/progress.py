@@ -55,3 +55,5 @@ class Progress:
         if not self.ended:
             self.ended = True
             self.server.work_done_progress.end(self.token, lsp.WorkDoneProgressEnd(message=message))
+            # pygls keeps a future per token for the life of the server; an ended one is done with.
+            self.server.work_done_progress.tokens.pop(self.token, None)

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from cachetools import LRUCache
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
@@ -33,6 +34,9 @@ LOAD_REPORTS_PER_SECOND = 10
 # value, or a settings file saved twice, would otherwise load the model once per change).
 REBUILD_AFTER_SECONDS = 0.5
 
+# Distinct errors remembered as already shown (each is shown once).
+REPORTED_ERRORS = 256
+
 EngineFactory = Callable[[Settings], Engine]
 
 
@@ -58,7 +62,8 @@ class QwenLanguageServer(LanguageServer):
         self.client_locale: str | None = None  # `initialize`'s locale: the language of explanations
         self._engine: Engine | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._reported_errors: set[str] = set()
+        # Bounded: errors that differ in their text (a path, a position) must not grow it forever.
+        self._reported_errors: LRUCache[str, None] = LRUCache(maxsize=REPORTED_ERRORS)
         self._failure_shown: str | None = None
         self._rebuild: asyncio.TimerHandle | None = None
         self._load_progress: Progress | None = None
@@ -68,7 +73,7 @@ class QwenLanguageServer(LanguageServer):
         # keystroke would bury the editor in pop-ups. Each distinct error is shown once.
         key = f"{type(error).__name__}: {error}"
         if key not in self._reported_errors:
-            self._reported_errors.add(key)
+            self._reported_errors[key] = None
             super().report_server_error(error, source)
 
     # -- transport: our reader survives broken frames (see transport.py) -------------------------
