@@ -17,6 +17,8 @@ import re
 import sys
 from dataclasses import dataclass
 
+from tree_sitter import Node
+
 from qwen_lsp.config import Settings
 from qwen_lsp.edits import TextEdit, apply_edits, edits_keeping_line_ends, split_lines, to_lf
 from qwen_lsp.engine.base import ChatMessage, Engine, GenerationRequest
@@ -26,6 +28,16 @@ from qwen_lsp.syntax.diagnostics import Problem, parse, problems_in
 from qwen_lsp.syntax.documents import Document
 
 _FENCE = re.compile(r"```[\w+-]*[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
+# Messages about a name (pyright, ruff, mypy, flake8): only these make a name the fix's subject.
+_NAME_MESSAGE = re.compile(r"is not defined|is unbound|Undefined name|undefined name|Cannot access attribute|has no attribute|is not a known attribute", re.I)
+# Messages whose step the server knows (pyright's and mypy's wording), and the step, said as an
+# instruction; {line} is the error's line in the code shown.
+_STEPS = (
+    (re.compile(r'Operator "\+" not supported for types "[^"]*" and "int"'), "A text cannot be added to a number: wrap the number on line {line} in `str(...)`."),
+    (re.compile(r"Expected indented block|expected an indented block", re.I), "The body of the statement above line {line} is not indented: indent line {line} one level deeper."),
+    (re.compile(r"Missing return statement", re.I), "The function does not return its result: add the missing `return` at its end."),
+    (re.compile(r"Expected \d+ positional argument", re.I), "The call on line {line} passes too many arguments: remove the extra one."),
+)
 # Context shown besides the unit, in characters (~4 per token; prompt tokens cost ~10 ms each).
 CONTEXT_CHARS = 1800
 
@@ -58,7 +70,10 @@ def find_unit(doc: Document, problem: Problem) -> Unit:
     first, _ = doc.position_at(problem.start)
     last, _ = doc.position_at(max(problem.start, problem.end - 1))
     lines = [doc.line(row) for row in range(doc.line_count)]
-    first, last = symbols.unit_lines(lines, first, last)
+    return _unit(doc, *symbols.unit_lines(lines, first, last))
+
+
+def _unit(doc: Document, first: int, last: int) -> Unit:
     start = doc.offset_at(first, 0)
     end = doc.offset_at(last + 1, 0) if last + 1 < doc.line_count else len(doc.text)
     text = doc.text[start:end]
@@ -88,7 +103,10 @@ def _add_indent(code: str, indent: str) -> str:
 
 # -- the prompt ------------------------------------------------------------------------------------
 def flagged_name(doc: Document, problem: Problem) -> str | None:
-    """The identifier a diagnostic points at (pyright and ruff underline the name itself)."""
+    """The identifier a diagnostic about a name points at (pyright and ruff underline the name
+    itself); None for other diagnostics, which may underline a name too (mypy's missing return)."""
+    if not _NAME_MESSAGE.search(problem.message):
+        return None
     word = doc.text[problem.start : problem.end].strip()
     if not word.isidentifier():
         quoted = re.findall(r"[\"'`]([A-Za-z_]\w*)[\"'`]", problem.message)
@@ -99,23 +117,76 @@ def flagged_name(doc: Document, problem: Problem) -> str | None:
 def hints(doc: Document, problem: Problem, unit: Unit) -> list[str]:
     """What the server knows about the error that the model could not see, said as the step to
     take: a small model follows an instruction better than it infers one."""
+    line = doc.position_at(problem.start)[0] - unit.first_line + 1
+    found = [step.format(line=line) for pattern, step in _STEPS if pattern.search(problem.message)]
     name = flagged_name(doc, problem)
-    if problem.is_syntax or name is None or doc.tree is None:
-        return []
+    if name is not None and doc.tree is not None:
+        found += _name_hints(doc, problem, unit, name, line)
+    return found
+
+
+def _name_hints(doc: Document, problem: Problem, unit: Unit, name: str, line: int) -> list[str]:
+    assert doc.tree is not None
     data = doc.text.encode("utf-8", "surrogatepass")
-    defined = symbols.all_defined_names(doc.tree, data)
-    imported = any(re.search(rf"\b{re.escape(name)}\b", line) for line in symbols.imports(doc.tree, data))
-    found = []
-    if name in sys.stdlib_module_names and not imported:
-        found.append(
-            f"`{name}` is a standard-library module that the file does not import. Only this code may "
-            f"change, so add the line `import {name}` as the first line of the function body."
-        )
+    if name == "self" and not re.search(r"def\s+\w+\s*\(\s*self\b", unit.text):
+        return ["The method's `def` line has no `self` parameter: add `self` as its first parameter."]
+    owner = symbols.self_attributes(doc.tree, data, doc.byte_offset(problem.start))
+    if owner is not None and name in owner[1] and not _is_attribute(doc, problem):
+        return [f"`{name}` is an attribute of the `{owner[0]}` object: write `self.{name}` instead of `{name}` on line {line}."]
+    defined = symbols.all_defined_names(doc.tree, data) | set(owner[1] if owner else ())
     matches = difflib.get_close_matches(name, sorted(defined - {name}), n=1, cutoff=0.7)
     if matches:
-        line, _ = doc.position_at(problem.start)
-        found.append(f"`{name}` is a typo: replace `{name}` with `{matches[0]}` on line {line - unit.first_line + 1}.")
-    return found
+        return [f"`{name}` is a typo: replace `{name}` with `{matches[0]}` on line {line}."]
+    return []
+
+
+# -- a missing import: added at the top, without the model -----------------------------------------
+def import_fix(doc: Document, problem: Problem) -> TextEdit | None:
+    """`import name` among the file's imports, for a standard-library module used but neither
+    imported nor defined in the file."""
+    name = flagged_name(doc, problem)
+    if name is None or name not in sys.stdlib_module_names or doc.tree is None or _is_attribute(doc, problem):
+        return None
+    data = doc.text.encode("utf-8", "surrogatepass")
+    if name in names.names_in(doc.tree, data, 0, len(data)).imported | symbols.all_defined_names(doc.tree, data):
+        return None
+    line = f"import {name}"
+    children = doc.tree.root_node.children
+    plain = [n for n in children if n.type == "import_statement"]
+    later = [n for n in plain if symbols.node_text(data, n) > line]
+    if later:
+        row = later[0].start_point[0]
+    elif plain:
+        row = plain[-1].end_point[0] + 1
+    else:  # before the first import, else the first statement after the docstring
+        row = next((n.start_point[0] for n in children if n.type in symbols.IMPORTS or not _is_docstring(n)), 0)
+    offset = doc.offset_at(row, 0) if row < doc.line_count else len(doc.text)
+    return TextEdit(offset, offset, line + _line_end(doc.text))
+
+
+def _is_docstring(node: Node) -> bool:
+    return node.type == "comment" or (node.type == "expression_statement" and node.named_child_count == 1 and node.named_children[0].type == "string")
+
+
+def _line_end(text: str) -> str:
+    found = re.search(r"\r\n|\r|\n", text)
+    return found.group() if found else "\n"
+
+
+def verify_import(doc: Document, problem: Problem, edit: TextEdit) -> str | None:
+    """The one edit outside the unit that a fix may make: a line importing the flagged name,
+    at the top level, and nothing else."""
+    name = flagged_name(doc, problem)
+    fixed = apply_edits(doc.text, [edit])
+    tree = parse(to_lf(fixed), doc.language_id)
+    if name is None or tree is None or doc.tree is None:
+        return "the file cannot be parsed"
+    before = names.names_in(doc.tree, doc.text.encode("utf-8", "surrogatepass"), 0, len(doc.text.encode("utf-8", "surrogatepass")))
+    data = to_lf(fixed).encode("utf-8", "surrogatepass")
+    added = names.names_in(tree, data, 0, len(data)).imported - before.imported
+    if added != {name} or not re.fullmatch(rf"(import {name}|from {name} import \w+)(\r\n|\r|\n)", edit.new_text):
+        return f"the import added is not only `{name}`"
+    return None
 
 
 def context(doc: Document, unit: Unit) -> str:
@@ -136,14 +207,19 @@ def context(doc: Document, unit: Unit) -> str:
             + "\n\n".join(shown)
             + "\n```"
         )
-    names = list(symbols.top_level_definitions(doc.tree, data))
-    if names:
-        parts.append("Names defined at the top level of the file: " + ", ".join(names))
+    owner = symbols.self_attributes(doc.tree, data, start_byte)
+    if owner is not None and owner[1]:
+        parts.append(f"The attributes of a `{owner[0]}` object: " + ", ".join(f"`self.{a}`" for a in owner[1]))
+    defined = list(symbols.top_level_definitions(doc.tree, data))
+    if defined:
+        parts.append("Names defined at the top level of the file: " + ", ".join(defined))
     return "\n\n".join(parts)
 
 
-def build_messages(doc: Document, problem: Problem, unit: Unit) -> list[ChatMessage]:
+def build_messages(doc: Document, problem: Problem, unit: Unit, refused: str = "") -> list[ChatMessage]:
+    """The chat for one fix; `refused` says why an answer that saw a smaller part was refused."""
     line, _ = doc.position_at(problem.start)
+    notes = hints(doc, problem, unit) + ([f"An answer that saw less of the code was refused: {refused}."] if refused else [])
     language = doc.language_id
     user = prompts.render(
         "fix_user.md",
@@ -153,7 +229,7 @@ def build_messages(doc: Document, problem: Problem, unit: Unit) -> list[ChatMess
         line=line - unit.first_line + 1,
         message=problem.message,
         error_line=_strip_indent(doc.line(line), unit.indent).rstrip() if line < doc.line_count else "",
-        hints="\n".join(hints(doc, problem, unit)),
+        hints="\n".join(notes),
         unit=_strip_indent(unit.lf_text, unit.indent).rstrip("\n"),
     )
     return [
@@ -191,7 +267,7 @@ def verify(doc: Document, problem: Problem, unit: Unit, new_unit: str) -> str | 
     fixed = old_lf[: span.start] + to_lf(new_unit) + old_lf[span.start + span.old_length :]
     return (
         _syntax_failure(doc, problem, first_line=unit.first_line, old_lf=old_lf, fixed=fixed, span=span)
-        or _flagged_name_failure(doc, problem, unit, new_unit)
+        or _flagged_name_failure(doc, problem, unit, new_unit, _bound(doc, fixed, span))
         or _new_names_failure(doc, problem, old_lf, fixed, span)
     )
 
@@ -217,9 +293,18 @@ def _syntax_failure(doc: Document, problem: Problem, *, first_line: int, old_lf:
     return None
 
 
-def _flagged_name_failure(doc: Document, problem: Problem, unit: Unit, new_unit: str) -> str | None:
+def _bound(doc: Document, fixed: str, span: _Span) -> set[str]:
+    """The names the new unit binds (a `self` parameter added to a method binds `self`)."""
+    tree = parse(fixed, doc.language_id) if doc.language_id == "python" else None
+    if tree is None:
+        return set()
+    data = fixed.encode("utf-8", "surrogatepass")
+    return names.names_in(tree, data, _byte(fixed, span.start), _byte(fixed, span.start + span.new_length)).bound
+
+
+def _flagged_name_failure(doc: Document, problem: Problem, unit: Unit, new_unit: str, bound: set[str]) -> str | None:
     name = flagged_name(doc, problem)
-    if problem.is_syntax or name is None:
+    if problem.is_syntax or name is None or (name in bound and not _is_attribute(doc, problem)):
         return None
     pattern = re.compile(rf"(?<![\w.]){re.escape(name)}\b" if not _is_attribute(doc, problem) else rf"\.{re.escape(name)}\b")
     still_used = len(pattern.findall(new_unit)) >= len(pattern.findall(unit.text))
@@ -271,20 +356,60 @@ def _is_attribute(doc: Document, problem: Problem) -> bool:
     return doc.text[max(0, problem.start - 1) : problem.start] == "."
 
 
+def find_wider_unit(doc: Document, unit: Unit) -> Unit | None:
+    """The function or class around `unit`, for a retry that sees more."""
+    lines = [doc.line(row) for row in range(doc.line_count)]
+    found = symbols.enclosing_definition_lines(lines, unit.first_line, unit.last_line)
+    return _unit(doc, *found) if found is not None else None
+
+
+async def _answer(engine: Engine, settings: Settings, messages: list[ChatMessage]) -> str:
+    request = GenerationRequest(messages=tuple(messages), max_tokens=settings.fix_max_tokens)
+    async with engine.generate(request) as generation:
+        return await generation.complete()
+
+
+def _check(doc: Document, problem: Problem, unit: Unit, answer: str) -> tuple[tuple[TextEdit, ...], str]:
+    """The answer's edits (keeping the document's line ends) and why they are refused, if so."""
+    code = extract_code(answer, unit)
+    if code is None:
+        return (), "the answer had no code block"
+    code = _without_copied_imports(doc, unit, code)
+    edits = edits_keeping_line_ends(unit.text, code, unit.start)
+    return edits, verify(doc, problem, unit, _applied(unit, edits)) or ""
+
+
+def _without_copied_imports(doc: Document, unit: Unit, code: str) -> str:
+    """The answer without leading lines that repeat the file's imports: a small model copies the
+    imports it was shown to the top of its answer."""
+    if doc.tree is None:
+        return code
+    known = {line.strip() for line in symbols.imports(doc.tree, doc.text.encode("utf-8", "surrogatepass"))}
+    lines = code.split("\n")
+    copied = 0
+    while copied < len(lines) and lines[copied].strip() in known and lines[copied].strip() not in unit.lf_text:
+        copied += 1
+    while copied and copied < len(lines) and not lines[copied].strip():  # and the blank lines after them
+        copied += 1
+    return "\n".join(lines[copied:])
+
+
 async def propose_fix(engine: Engine, settings: Settings, doc: Document, problem: Problem) -> FixResult:
+    edit = import_fix(doc, problem)
+    if edit is not None and verify_import(doc, problem, edit) is None:
+        return FixResult((edit,), attempts=0)
     unit = find_unit(doc, problem)
     messages = build_messages(doc, problem, unit)
     failure = ""
     for attempt in (1, 2):
-        request = GenerationRequest(messages=tuple(messages), max_tokens=settings.fix_max_tokens)
-        async with engine.generate(request) as generation:
-            answer = await generation.complete()
-        code = extract_code(answer, unit)
-        # The model answers with "\n" line ends; the edits keep the document's.
-        edits = () if code is None else edits_keeping_line_ends(unit.text, code, unit.start)
-        failure = "the answer had no code block" if code is None else verify(doc, problem, unit, _applied(unit, edits)) or ""
-        if code is not None and not failure:
+        answer = await _answer(engine, settings, messages)
+        edits, failure = _check(doc, problem, unit, answer)
+        if not failure:
             return FixResult(edits, attempts=attempt)
+        wider = find_wider_unit(doc, unit)
+        if wider is not None:  # the retry sees the whole function or class
+            unit, messages = wider, build_messages(doc, problem, wider, refused=failure)
+            continue
         # The retry continues the conversation, so the first prompt's KV cache is reused.
         messages += [
             ChatMessage("assistant", answer),

@@ -5,7 +5,6 @@ the file run again; the `qwen.fix` command for a client that cannot resolve."""
 from __future__ import annotations
 
 import asyncio
-import difflib
 import subprocess
 import sys
 
@@ -13,10 +12,12 @@ import pytest
 from lsprotocol import types as lsp
 
 from qwen_lsp import fix
-from bench.fix_cases import CASES, PROGRAM, FixCase, enclosing_block
+from bench.fix import rest_identical
+from bench.fix_cases import BENCH_CASES, CASES, PROGRAM, FixCase
 from qwen_lsp.config import Settings
 from qwen_lsp.syntax.diagnostics import Problem, problems_in
 from qwen_lsp.syntax.documents import Document
+from qwen_lsp.edits import TextEdit, apply_edits
 from qwen_lsp.engine.base import Engine, Generation, GenerationRequest
 from tests.conftest import (
     code_actions_parsed_right,
@@ -27,8 +28,9 @@ from tests.conftest import (
 )
 from tests.rawlsp import resolve_fix_with_fake_answer
 
-ONE_PER_KIND = {case.kind: case for case in reversed(CASES)}  # the first case of each kind
-KINDS = ["missing colon", "unclosed bracket", "misspelled name", "missing import", "wrong attribute", "mixed tabs"]
+ONE_PER_KIND = {case.kind: case for case in reversed(BENCH_CASES)}  # the first case of each kind
+KINDS = ["missing colon", "unclosed bracket", "misspelled name", "missing import", "wrong attribute", "mixed tabs",
+         "missing self", "self attribute", "str + int", "unindented body"]
 
 
 def run(text: str) -> subprocess.CompletedProcess[str]:
@@ -87,7 +89,7 @@ def test_own_syntax_diagnostics_are_where_python_says_with_readable_messages() -
 @pytest.mark.parametrize("kind", KINDS)
 async def test_fix_through_a_real_client(kind: str, make_client, model_path, tmp_path) -> None:
     case = ONE_PER_KIND[kind]
-    expected = run(PROGRAM)
+    expected = run(case.program)
     assert expected.returncode == 0
     client = await make_client(profile="visual-studio-code", env=server_env(QWEN_LSP_MODEL=str(model_path)))
     code_actions_parsed_right(client)
@@ -116,12 +118,11 @@ async def test_fix_through_a_real_client(kind: str, make_client, model_path, tmp
     assert change.text_document.uri == uri and change.text_document.version == 3
     fixed = apply(case.broken, change.edits)
 
-    # Minimal and confined: every changed line lies in the block that holds the error.
-    lines = case.broken.splitlines()
-    first, last = enclosing_block(lines, diagnostic.range.start.line)
-    matcher = difflib.SequenceMatcher(a=lines, b=fixed.splitlines(), autojunk=False)
-    changed = [(i1, i2) for tag, i1, i2, _, _ in matcher.get_opcodes() if tag != "equal"]
-    assert changed and all(first <= i1 and i2 <= last + 1 for i1, i2 in changed), (changed, first, last)
+    # Minimal and confined: every changed line lies in the block that holds the error, or is
+    # an import added among the file's imports.
+    assert fixed != case.broken and rest_identical(case.broken, fixed, diagnostic.range.start.line), fixed
+    if kind == "missing import":
+        assert [e.new_text for e in change.edits] == ["import math\n"]
     assert sum(len(e.new_text) for e in change.edits) < 80, change.edits
 
     result = run(fixed)
@@ -238,3 +239,83 @@ def test_a_rename_to_another_undefined_name_gets_no_edit_through_a_client(tmp_pa
     _, resolved = resolve_fix_with_fake_answer(answer, doc.uri, case.broken, diagnostic, stderr=tmp_path / "err.log")
     assert "edit" not in resolved, resolved["edit"]
     assert "`calculate_sum` is not defined" in resolved["title"], resolved["title"]
+
+
+def pyright_problem(case: FixCase) -> tuple[Document, Problem]:
+    doc = Document("file:///tmp/program.py", case.broken, 1, "python")
+    d = case.diagnostic
+    assert d is not None
+    return doc, Problem(doc.offset_at(d.line, d.start), doc.offset_at(d.line, d.end), d.message)
+
+
+async def test_a_missing_import_goes_at_the_top_without_the_model() -> None:
+    for name in ("missing import (math)", "missing import (re)", "missing import (itertools)"):
+        case = next(c for c in BENCH_CASES if c.name == name)
+        doc, problem = pyright_problem(case)
+        engine = ScriptedEngine([])
+        result = await fix.propose_fix(engine, Settings(), doc, problem)
+        assert result.attempts == 0 and engine.requests == [], name
+        assert apply_edits(doc.text, result.edits) == case.program, name  # where it was, in order
+        # CRLF documents get a CRLF line.
+        crlf = Document(doc.uri, doc.text.replace("\n", "\r\n"), 1, "python")
+        (edit,) = (await fix.propose_fix(engine, Settings(), crlf, Problem(*_crlf_span(doc, problem), problem.message))).edits
+        assert edit.new_text.endswith("\r\n"), edit
+
+
+def _crlf_span(doc: Document, problem: Problem) -> tuple[int, int]:
+    line = doc.position_at(problem.start)[0]
+    return problem.start + line, problem.end + line
+
+
+def test_the_import_at_the_top_imports_the_flagged_name_and_nothing_else() -> None:
+    doc, problem = pyright_problem(ONE_PER_KIND["missing import"])
+    edit = fix.import_fix(doc, problem)
+    assert edit is not None and fix.verify_import(doc, problem, edit) is None
+    for other in ("import os\n", "import math, os\n", "import math\nos.system('x')\n"):
+        assert fix.verify_import(doc, problem, TextEdit(edit.start, edit.end, other)) is not None, other
+
+
+def test_a_self_parameter_added_to_the_def_line_passes_verification() -> None:
+    """The diagnostic is on `self` in the body; the fix is on the `def` line, and `self` stays used."""
+    doc, problem = pyright_problem(ONE_PER_KIND["missing self"])
+    unit = fix.find_unit(doc, problem)
+    assert unit.text.lstrip().startswith("def deposit(amount")
+    assert fix.verify(doc, problem, unit, unit.text.replace("def deposit(amount", "def deposit(self, amount")) is None
+    assert "still used" in (fix.verify(doc, problem, unit, unit.text.replace("amount: int", "amount: float")) or "")
+
+
+def test_hints_say_the_step_for_the_new_kinds() -> None:
+    expected = {
+        "missing self": "add `self` as its first parameter",
+        "self attribute": "write `self.count`",
+        "str + int": "in `str(...)`",
+        "unindented body": "indent line",
+        "missing return": "add the missing `return`",
+        "wrong argument count": "remove the extra one",
+    }
+    for kind, words in expected.items():
+        doc, problem = pyright_problem(ONE_PER_KIND[kind])
+        assert words in " ".join(fix.hints(doc, problem, fix.find_unit(doc, problem))), kind
+
+
+async def test_a_refused_method_fix_is_retried_with_the_whole_class() -> None:
+    doc, problem = pyright_problem(ONE_PER_KIND["self attribute"])
+    unit = fix.find_unit(doc, problem)
+    wider = fix.find_wider_unit(doc, unit)
+    assert wider is not None and wider.text.startswith("class Account:") and unit.text in wider.text
+    good = "```python\n" + wider.text.replace("count += 1\n        return True", "self.count += 1\n        return True") + "```"
+    engine = ScriptedEngine(["```python\n" + unit.text + "```", good])
+    result = await fix.propose_fix(engine, Settings(), doc, problem)
+    assert result.attempts == 2 and [e.new_text for e in result.edits] == ["self."]
+    retry = engine.requests[1].messages[-1].content
+    assert "class Account:" in retry and "refused: the answer changed nothing" in retry, retry
+
+
+async def test_imports_the_model_copies_above_its_answer_are_dropped() -> None:
+    doc, problem = pyright_problem(ONE_PER_KIND["str + int"])
+    unit = fix.find_unit(doc, problem)
+    fixed = unit.text.replace('" has " + self.balance', '" has " + str(self.balance)')
+    shown = fix._strip_indent(fixed, unit.indent)  # the model reads and writes the method unindented
+    engine = ScriptedEngine(["```python\nfrom dataclasses import dataclass\n\n" + shown + "```"])
+    result = await fix.propose_fix(engine, Settings(), doc, problem)
+    assert result.attempts == 1 and apply_edits(doc.text, result.edits) == ONE_PER_KIND["str + int"].program

@@ -82,6 +82,8 @@ def _ancestors(node: Node) -> list[Node]:
 def _is_binding(node: Node) -> bool:
     child, parent = node, node.parent
     while parent is not None:
+        if parent.type in ("attribute", "subscript", "call"):  # `self` in `self.x = 1` is read, not bound
+            return False
         if parent.type in _BINDING_PARTS:
             return True
         binding_field = _BINDING_FIELDS.get(parent.type)

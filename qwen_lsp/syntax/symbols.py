@@ -255,3 +255,40 @@ def _block_end(lines: list[str], row: int, indent: int, at_least: int) -> int:
         elif i > at_least:
             break
     return end
+
+
+def enclosing_definition_lines(lines: list[str], first: int, last: int) -> tuple[int, int] | None:
+    """The function or class (lines, 0-based) around the block first..last, for a fix whose
+    first answer, seeing only that block, failed; None at the top level or past MAX_UNIT_LINES."""
+    level = width(lines[first])
+    for row in range(first - 1, -1, -1):
+        line = lines[row]
+        if _is_blank(line) or width(line) >= level:
+            continue
+        level = width(line)
+        if line.lstrip().startswith(_HEADER_WORDS):
+            start, end = _with_decorators(lines, row, level), _block_end(lines, row, level, last)
+            return (start, end) if end - start < MAX_UNIT_LINES else None
+        if level == 0:
+            break
+    return None
+
+
+def self_attributes(tree: Tree, data: bytes, byte: int) -> tuple[str, list[str]] | None:
+    """The class around a byte offset and the `self.x` attributes its methods assign, in order."""
+    node = tree.root_node.descendant_for_byte_range(byte, byte)
+    while node is not None and node.type != "class_definition":
+        node = node.parent
+    if node is None:
+        return None
+    found: dict[str, None] = {}
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current.type in ("assignment", "augmented_assignment"):
+            left = current.child_by_field_name("left")
+            target = left.child_by_field_name("object") if left is not None and left.type == "attribute" else None
+            if target is not None and node_text(data, target) == "self":
+                found.setdefault(node_text(data, left.child_by_field_name("attribute")), None)  # type: ignore[arg-type]
+        stack.extend(reversed(current.children))
+    return definition_name(node, data), list(found)
