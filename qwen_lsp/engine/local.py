@@ -360,7 +360,8 @@ class LocalEngine(Engine):
                 gen.emit_prompt_progress(min(1.0, (i + chunk) / len(tail)))
             return True
         finally:
-            llama_cpp.llama_set_abort_callback(llm.ctx, ctypes.cast(None, llama_cpp.ggml_abort_callback), None)
+            no_callback = llama_cpp.ggml_abort_callback()  # a NULL function pointer: no callback
+            llama_cpp.llama_set_abort_callback(llm.ctx, no_callback, None)
             self._abortable = None
 
     def _served(self, cached: list[int], tokens: list[int]) -> int:

@@ -129,7 +129,7 @@ class RemoteEngine(Engine):
     ) -> Generation:
         generation = RemoteGeneration(request, asyncio.get_running_loop(), on_prompt_progress)
         generation.task = generation.loop.create_task(self._serve(generation))
-        generation.task.add_done_callback(lambda task: task.cancelled() and self._cancelled(generation))
+        generation.task.add_done_callback(lambda task: self._cancelled(generation) if task.cancelled() else None)
         return generation
 
     def describe(self) -> dict[str, object]:

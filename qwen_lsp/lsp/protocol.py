@@ -109,6 +109,7 @@ class QwenProtocol(LanguageServerProtocol):
         if not _valid_id(msg_id):
             log.warning("a response without a valid id was ignored")
             return
+        assert isinstance(msg_id, str | int)
         try:
             if "error" in data:
                 message = self._converter.structure(data, lsp.ResponseErrorMessage)
@@ -194,7 +195,7 @@ class QwenProtocol(LanguageServerProtocol):
         yield from super().lsp_shutdown(*args)
 
     @lsp_method(lsp.WORKSPACE_EXECUTE_COMMAND)
-    async def lsp_workspace__execute_command(self, params: lsp.ExecuteCommandParams) -> Any:
+    async def lsp_workspace__execute_command(self, params: lsp.ExecuteCommandParams) -> Any:  # type: ignore[override]  # pygls runs a coroutine as well
         """Runs a command as the task of its own request, with the whole params.
 
         pygls' built-in runs a command under a fresh id that `$/cancelRequest` cannot reach, and

@@ -220,14 +220,14 @@ def serve_tcp(make_server: Callable[[], JsonRPCServer], host: str, port: int) ->
         server = make_server()
         protocol: QwenProtocol = server.protocol  # type: ignore[assignment]
         protocol.exit_ends_process = False
-        protocol.set_writer(writer)  # type: ignore[arg-type]
+        protocol.set_writer(writer)
         try:
             await serve(frames, protocol)
         finally:
             busy = False
             protocol.set_writer(None)  # type: ignore[arg-type]
             server.close_engine()  # type: ignore[attr-defined]  # frees the model for the next session
-            server.shutdown()
+            server.shutdown()  # type: ignore[no-untyped-call]
             writer.close()
             log.info("a TCP client disconnected")
 

@@ -143,11 +143,12 @@ def render_definition(definition: Definition, data: bytes) -> str:
     line_start = data.rfind(b"\n", 0, definition.node.start_byte) + 1
     indent = " " * (definition.node.start_byte - line_start)
     lines = [data[definition.node.start_byte : body.start_byte if body else inner.end_byte].decode().rstrip()]
-    for child in body.named_children if body is not None else []:
+    members = body.named_children if body is not None else []
+    for child in members:
         member = definition_node(child)
         if member.type in DEFINITIONS:
             lines.append(indent + "    " + header(member, data) + " ...")
-        elif child.type == "expression_statement" and (inner.type == "class_definition" or child == body.named_children[0]):
+        elif child.type == "expression_statement" and (inner.type == "class_definition" or child == members[0]):
             lines.append(indent + "    " + node_text(data, child).split("\n", 1)[0])
     if inner.type == "function_definition":
         lines.append(indent + "    ...")
@@ -288,7 +289,8 @@ def self_attributes(tree: Tree, data: bytes, byte: int) -> tuple[str, list[str]]
         if current.type in ("assignment", "augmented_assignment"):
             left = current.child_by_field_name("left")
             target = left.child_by_field_name("object") if left is not None and left.type == "attribute" else None
-            if target is not None and node_text(data, target) == "self":
-                found.setdefault(node_text(data, left.child_by_field_name("attribute")), None)  # type: ignore[arg-type]
+            attribute = left.child_by_field_name("attribute") if left is not None and target is not None else None
+            if attribute is not None and target is not None and node_text(data, target) == "self":
+                found.setdefault(node_text(data, attribute), None)
         stack.extend(reversed(current.children))
     return definition_name(node, data), list(found)
