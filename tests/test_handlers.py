@@ -117,6 +117,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, object]] = []
+        self.tokens: dict[str, object] = {}  # pygls's table of tokens
         self.work_done_progress = self
 
     def begin(self, token: str, value: lsp.WorkDoneProgressBegin) -> None:
