@@ -43,7 +43,9 @@ class InProcessClient:
             lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS: self._on_diagnostics,
         }
         for method, handler in handlers.items():
-            self.client.feature(method)(handler)
+            # A function of its own each: pygls marks the handler it registers with attributes,
+            # which a bound method cannot take.
+            self.client.feature(method)(lambda params, handler=handler: handler(params))
 
     def _on_progress(self, params: lsp.ProgressParams) -> None:
         self.on_progress(params)  # looked up per message: the command line replaces it
