@@ -131,7 +131,10 @@ async def bench(engine: Engine, settings: Settings, cases: tuple[FixCase, ...]) 
         expected = expected_by_program.setdefault(case.program, run_program(case.program))
         row = Row(case, await ours(engine, settings, case, expected), await baseline(engine, settings, case, expected))
         rows.append(row)
-        print(f"{case.name:40} ours {_mark(row.ours)} {row.ours.seconds:5.1f}s | baseline {_mark(row.baseline)} {row.baseline.seconds:5.1f}s", flush=True)
+        print(
+            f"{case.name:40} ours {_mark(row.ours)} {row.ours.seconds:5.1f}s | baseline {_mark(row.baseline)} {row.baseline.seconds:5.1f}s",
+            flush=True,
+        )
     return rows
 
 
@@ -163,7 +166,7 @@ def report(out: Path, rows: list[Row], model: str) -> Path:
         "| | fixed (file runs, same output) | rest of the file identical | p50 latency (s) | p90 (s) |",
         "| --- | --- | --- | --- | --- |",
         summary_line("qwen-lsp", [r.ours for r in rows]),
-        summary_line("whole block + \"fix this error\"", [r.baseline for r in rows]),
+        summary_line('whole block + "fix this error"', [r.baseline for r in rows]),
         "",
         "| kind | qwen-lsp | baseline |",
         "| --- | --- | --- |",
@@ -190,7 +193,9 @@ def plot(path: Path, by_kind: dict[str, list[Row]], rows: list[Row]) -> None:
     kinds = list(by_kind)
     x = range(len(kinds))
     left.bar([i - 0.2 for i in x], [100 * sum(r.ours.ok for r in by_kind[k]) / len(by_kind[k]) for k in kinds], 0.4, label="qwen-lsp")
-    left.bar([i + 0.2 for i in x], [100 * sum(r.baseline.ok for r in by_kind[k]) / len(by_kind[k]) for k in kinds], 0.4, label="whole block")
+    left.bar(
+        [i + 0.2 for i in x], [100 * sum(r.baseline.ok for r in by_kind[k]) / len(by_kind[k]) for k in kinds], 0.4, label="whole block"
+    )
     left.set_xticks(list(x), kinds, rotation=35, ha="right")
     left.set_ylabel("% fixed (file runs, same output)")
     left.legend()
@@ -224,7 +229,9 @@ def _spread(cases: tuple[FixCase, ...], count: int) -> tuple[FixCase, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench fix", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", type=int, default=len(BENCH_CASES), help=f"how many cases (of {len(BENCH_CASES)}), spread over the kinds")
+    parser.add_argument(
+        "--cases", type=int, default=len(BENCH_CASES), help=f"how many cases (of {len(BENCH_CASES)}), spread over the kinds"
+    )
     parser.add_argument("--model", default=None, help="GGUF path (default: the bundled model)")
     parser.add_argument("--out", default="bench/results/fix", help="folder for the report and plot")
     path = asyncio.run(run(parser.parse_args(argv)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PROGRAM = '''import json
+PROGRAM = """import json
 import math
 from dataclasses import dataclass
 
@@ -66,7 +66,7 @@ if __name__ == "__main__":
     print(summary(items))
     print("most expensive:", most_expensive(items).name)
     print("boxes:", boxes_needed(items, 4))
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -109,28 +109,42 @@ CASES = (
     FixCase("missing colon (def)", "missing colon", _break("-> Item:\n", "-> Item\n"), None),
     FixCase("unclosed bracket", "unclosed bracket", _break(':.2f}")\n    lines', ':.2f}"\n    lines'), None),
     _name_case(
-        "misspelled name", "misspelled name", "{calculate_total(items)", "{calculate_totl(items)",
-        "calculate_totl", '"calculate_totl" is not defined',
+        "misspelled name",
+        "misspelled name",
+        "{calculate_total(items)",
+        "{calculate_totl(items)",
+        "calculate_totl",
+        '"calculate_totl" is not defined',
     ),
+    _name_case("missing import (math)", "missing import", "import math\n", "", "math.", '"math" is not defined'),
     _name_case(
-        "missing import (math)", "missing import", "import math\n", "", "math.", '"math" is not defined'
-    ),
-    _name_case(
-        "wrong attribute", "wrong attribute", 'f"{item.name}: {item.quantity}', 'f"{item.nmae}: {item.quantity}',
-        "nmae", 'Cannot access attribute "nmae" for class "Item"\n  Attribute "nmae" is unknown',
+        "wrong attribute",
+        "wrong attribute",
+        'f"{item.name}: {item.quantity}',
+        'f"{item.nmae}: {item.quantity}',
+        "nmae",
+        'Cannot access attribute "nmae" for class "Item"\n  Attribute "nmae" is unknown',
     ),
     FixCase("mixed tabs and spaces", "mixed tabs", _break("            total += item", "\t    total += item"), None),
     # More of the same kinds elsewhere in the program, for the benchmark.
     FixCase("missing colon (if)", "missing colon", _break("best.price:\n", "best.price\n"), None),
     FixCase("unclosed bracket (list)", "unclosed bracket", _break('r["quantity"]) for', 'r["quantity"] for'), None),
     _name_case(
-        "misspelled name (2)", "misspelled name", "most_expensive(items).name", "most_expensiv(items).name",
-        "most_expensiv", '"most_expensiv" is not defined',
+        "misspelled name (2)",
+        "misspelled name",
+        "most_expensive(items).name",
+        "most_expensiv(items).name",
+        "most_expensiv",
+        '"most_expensiv" is not defined',
     ),
     _name_case("missing import (json)", "missing import", "import json\n", "", "json.", '"json" is not defined'),
     _name_case(
-        "wrong attribute (2)", "wrong attribute", "if item.price > best.price", "if item.prise > best.price",
-        "prise", 'Cannot access attribute "prise" for class "Item"\n  Attribute "prise" is unknown',
+        "wrong attribute (2)",
+        "wrong attribute",
+        "if item.price > best.price",
+        "if item.prise > best.price",
+        "prise",
+        'Cannot access attribute "prise" for class "Item"\n  Attribute "prise" is unknown',
     ),
     FixCase("mixed tabs and spaces (2)", "mixed tabs", _break("    for item in items[1:]:", "\tfor item in items[1:]:"), None),
 )
@@ -149,7 +163,7 @@ def enclosing_block(lines: list[str], line: int) -> tuple[int, int]:
 
 
 # -- more programs, for the benchmark: methods and their `self`, text, a grid ----------------------
-BANK = '''from dataclasses import dataclass
+BANK = """from dataclasses import dataclass
 
 
 class Account:
@@ -208,9 +222,9 @@ if __name__ == "__main__":
     for name in sorted(bank.accounts):
         print(bank.accounts[name].describe())
     print("total:", bank.total())
-'''
+"""
 
-TEXT = r'''import re
+TEXT = r"""import re
 import string
 from collections import Counter
 
@@ -254,9 +268,9 @@ SAMPLE = "The cat sat on the mat. The dog and the cat played! Was the mat warm? 
 if __name__ == "__main__":
     print(report(SAMPLE))
     print("words:", len(words(SAMPLE)))
-'''
+"""
 
-LIFE = r'''import itertools
+LIFE = r"""import itertools
 from typing import Iterator
 
 Grid = list[list[int]]
@@ -309,7 +323,7 @@ if __name__ == "__main__":
         print(life.render())
         print("generation " + str(life.generation) + ", population " + str(life.population()))
     print(list(cells(life.grid)))
-'''
+"""
 
 UNDEFINED_SELF = '"self" is not defined'
 MISSING_RETURN = "Missing return statement  [return]"  # mypy's, on the def line
@@ -341,45 +355,153 @@ BANK_CASES = (
     _name_case("missing self (deposit)", "missing self", "def deposit(self, amount", "def deposit(amount", "self", UNDEFINED_SELF, BANK),
     _name_case("missing self (describe)", "missing self", "def describe(self)", "def describe()", "self", UNDEFINED_SELF, BANK),
     _name_case("missing self (total)", "missing self", "def total(self)", "def total()", "self", UNDEFINED_SELF, BANK),
-    _name_case("self.count (withdraw)", "self attribute", "self.count += 1\n        return True", "count += 1\n        return True", "count", '"count" is unbound', BANK),
+    _name_case(
+        "self.count (withdraw)",
+        "self attribute",
+        "self.count += 1\n        return True",
+        "count += 1\n        return True",
+        "count",
+        '"count" is unbound',
+        BANK,
+    ),
     _name_case("self.count (deposit)", "self attribute", "self.count += 1\n\n", "count += 1\n\n", "count", '"count" is unbound', BANK),
     _name_case("self.balance", "self attribute", "self.balance -= amount", "balance -= amount", "balance", '"balance" is unbound', BANK),
-    _name_case("str + int (describe)", "str + int", '" has " + str(self.balance)', '" has " + self.balance', "self.balance", _str_plus_int("str"), BANK),
-    _name_case("wrong attribute (deposit)", "wrong attribute", "].deposit(move", "].depost(move", "depost", _attribute("depost", "Account"), BANK),
-    _name_case("wrong argument count (Account)", "wrong argument count", "Account(owner, balance)", "Account(owner, balance, 0)", "0", "Expected 2 positional arguments", BANK),
+    _name_case(
+        "str + int (describe)",
+        "str + int",
+        '" has " + str(self.balance)',
+        '" has " + self.balance',
+        "self.balance",
+        _str_plus_int("str"),
+        BANK,
+    ),
+    _name_case(
+        "wrong attribute (deposit)", "wrong attribute", "].deposit(move", "].depost(move", "depost", _attribute("depost", "Account"), BANK
+    ),
+    _name_case(
+        "wrong argument count (Account)",
+        "wrong argument count",
+        "Account(owner, balance)",
+        "Account(owner, balance, 0)",
+        "0",
+        "Expected 2 positional arguments",
+        BANK,
+    ),
     _missing_return("missing return (withdraw)", "        return True\n\n    def describe", "\n    def describe", "withdraw", BANK),
     _syntax("missing colon (class)", "missing colon", "class Bank:", "class Bank", BANK),
-    _name_case("unindented loop body (main)", "unindented body", "        print(bank.accounts[name]", "    print(bank.accounts[name]", "print(bank.accounts", NO_BLOCK, BANK),
+    _name_case(
+        "unindented loop body (main)",
+        "unindented body",
+        "        print(bank.accounts[name]",
+        "    print(bank.accounts[name]",
+        "print(bank.accounts",
+        NO_BLOCK,
+        BANK,
+    ),
 )
 
 TEXT_CASES = (
     _name_case("missing import (re)", "missing import", "import re\n", "", "re.", '"re" is not defined', TEXT),
     _name_case("missing import (string)", "missing import", "import string\n", "", "string.", '"string" is not defined', TEXT),
-    _name_case("misspelled name (words)", "misspelled name", "Counter(words(text))", "Counter(wrds(text))", "wrds", '"wrds" is not defined', TEXT),
-    _name_case("misspelled name (longest_word)", "misspelled name", '"longest: " + longest_word', '"longest: " + longest_wrd', "longest_wrd", '"longest_wrd" is not defined', TEXT),
-    _name_case("str + int (sentences)", "str + int", '"sentences: " + str(sentence_count(text))', '"sentences: " + sentence_count(text)', "sentence_count(text)", _str_plus_int("Literal['sentences: ']"), TEXT),
+    _name_case(
+        "misspelled name (words)", "misspelled name", "Counter(words(text))", "Counter(wrds(text))", "wrds", '"wrds" is not defined', TEXT
+    ),
+    _name_case(
+        "misspelled name (longest_word)",
+        "misspelled name",
+        '"longest: " + longest_word',
+        '"longest: " + longest_wrd',
+        "longest_wrd",
+        '"longest_wrd" is not defined',
+        TEXT,
+    ),
+    _name_case(
+        "str + int (sentences)",
+        "str + int",
+        '"sentences: " + str(sentence_count(text))',
+        '"sentences: " + sentence_count(text)',
+        "sentence_count(text)",
+        _str_plus_int("Literal['sentences: ']"),
+        TEXT,
+    ),
     _syntax("unclosed bracket (len)", "unclosed bracket", "if p.strip()])", "if p.strip()]", TEXT),
     _syntax("missing colon (for)", "missing colon", "for word in words(text):", "for word in words(text)", TEXT),
-    _name_case("unindented loop body (report)", "unindented body", '        lines.append(f"{word}', '    lines.append(f"{word}', "lines.append(f", NO_BLOCK, TEXT),
-    _name_case("wrong argument count (words)", "wrong argument count", "Counter(words(text))", "Counter(words(text, n))", "n))", "Expected 1 positional argument", TEXT),
-    _missing_return("missing return (longest_word)", "            best = word\n    return best\n", "            best = word\n", "longest_word", TEXT),
+    _name_case(
+        "unindented loop body (report)",
+        "unindented body",
+        '        lines.append(f"{word}',
+        '    lines.append(f"{word}',
+        "lines.append(f",
+        NO_BLOCK,
+        TEXT,
+    ),
+    _name_case(
+        "wrong argument count (words)",
+        "wrong argument count",
+        "Counter(words(text))",
+        "Counter(words(text, n))",
+        "n))",
+        "Expected 1 positional argument",
+        TEXT,
+    ),
+    _missing_return(
+        "missing return (longest_word)", "            best = word\n    return best\n", "            best = word\n", "longest_word", TEXT
+    ),
     _syntax("mixed tabs and spaces (longest_word)", "mixed tabs", "            best = word", "\t    best = word", TEXT),
-    _name_case("wrong attribute (most_common)", "wrong attribute", "counts.most_common(n)", "counts.most_comon(n)", "most_comon", _attribute("most_comon", "Counter[str]"), TEXT),
+    _name_case(
+        "wrong attribute (most_common)",
+        "wrong attribute",
+        "counts.most_common(n)",
+        "counts.most_comon(n)",
+        "most_comon",
+        _attribute("most_comon", "Counter[str]"),
+        TEXT,
+    ),
 )
 
 LIFE_CASES = (
     _name_case("missing self (population)", "missing self", "def population(self)", "def population()", "self", UNDEFINED_SELF, LIFE),
     _name_case("missing self (render)", "missing self", "def render(self)", "def render()", "self", UNDEFINED_SELF, LIFE),
-    _name_case("self.generation", "self attribute", "self.generation += 1", "generation += 1", "generation", '"generation" is unbound', LIFE),
+    _name_case(
+        "self.generation", "self attribute", "self.generation += 1", "generation += 1", "generation", '"generation" is unbound', LIFE
+    ),
     _name_case("missing import (itertools)", "missing import", "import itertools\n", "", "itertools.", '"itertools" is not defined', LIFE),
-    _name_case("wrong attribute (neighbours)", "wrong attribute", "self.neighbours(r, c)", "self.neighbors(r, c)", "neighbors", _attribute("neighbors", "Life*"), LIFE),
-    _name_case("misspelled name (cells)", "misspelled name", "list(cells(life.grid))", "list(celss(life.grid))", "celss", '"celss" is not defined', LIFE),
-    _name_case("str + int (generation)", "str + int", '"generation " + str(life.generation)', '"generation " + life.generation', "life.generation", _str_plus_int("Literal['generation ']"), LIFE),
+    _name_case(
+        "wrong attribute (neighbours)",
+        "wrong attribute",
+        "self.neighbours(r, c)",
+        "self.neighbors(r, c)",
+        "neighbors",
+        _attribute("neighbors", "Life*"),
+        LIFE,
+    ),
+    _name_case(
+        "misspelled name (cells)",
+        "misspelled name",
+        "list(cells(life.grid))",
+        "list(celss(life.grid))",
+        "celss",
+        '"celss" is not defined',
+        LIFE,
+    ),
+    _name_case(
+        "str + int (generation)",
+        "str + int",
+        '"generation " + str(life.generation)',
+        '"generation " + life.generation',
+        "life.generation",
+        _str_plus_int("Literal['generation ']"),
+        LIFE,
+    ),
     _syntax("missing colon (def step)", "missing colon", "def step(self) -> None:", "def step(self) -> None", LIFE),
     _syntax("unclosed bracket (subscript)", "unclosed bracket", "total += self.grid[rr][cc]", "total += self.grid[rr][cc", LIFE),
-    _name_case("unindented loop body (cells)", "unindented body", "                yield r, c", "            yield r, c", "yield", NO_BLOCK, LIFE),
+    _name_case(
+        "unindented loop body (cells)", "unindented body", "                yield r, c", "            yield r, c", "yield", NO_BLOCK, LIFE
+    ),
     _missing_return("missing return (population)", "return sum(sum(row)", "sum(sum(row)", "population", LIFE),
-    _name_case("wrong argument count (step)", "wrong argument count", "life.step()", "life.step(1)", "1)", "Expected 0 positional arguments", LIFE),
+    _name_case(
+        "wrong argument count (step)", "wrong argument count", "life.step()", "life.step(1)", "1)", "Expected 0 positional arguments", LIFE
+    ),
 )
 
 BENCH_CASES = CASES + BANK_CASES + TEXT_CASES + LIFE_CASES

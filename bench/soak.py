@@ -117,7 +117,7 @@ async def run_soak(options: SoakOptions, env: dict[str, str] | None = None) -> S
     pid = client._server.pid  # type: ignore[union-attr]
     # pygls' client pipes the server's stderr and never reads it, as an editor would: once the
     # log fills the 64 KB pipe the server blocks in a log call. Drain it like an editor does.
-    _stderr_drain = asyncio.ensure_future(_drain(client._server.stderr))  # type: ignore[union-attr]  # (a reference keeps the task alive)
+    _stderr_drain = asyncio.ensure_future(_drain(client._server.stderr))  # type: ignore[union-attr]  # noqa: RUF006 - the name keeps the task alive
     uri = "file:///soak/weighted.py"
     try:
         await client.initialize_async(
@@ -160,7 +160,9 @@ async def run_soak(options: SoakOptions, env: dict[str, str] | None = None) -> S
         async def explain() -> None:
             params = lsp.ExecuteCommandParams(
                 command="qwen.explain",
-                arguments=[{"textDocument": {"uri": uri}, "range": {"start": {"line": 0, "character": 0}, "end": {"line": line, "character": 0}}}],
+                arguments=[
+                    {"textDocument": {"uri": uri}, "range": {"start": {"line": 0, "character": 0}, "end": {"line": line, "character": 0}}}
+                ],
             )
             future = asyncio.ensure_future(client.workspace_execute_command_async(params))
             await asyncio.wait([future], timeout=options.answer_timeout)
@@ -229,7 +231,7 @@ async def run_soak(options: SoakOptions, env: dict[str, str] | None = None) -> S
             await asyncio.wait_for(client.shutdown_async(None), 10)
             client.exit(None)
             await asyncio.wait_for(client.stop(), 10)
-        except (asyncio.TimeoutError, JsonRpcException, RuntimeError):
+        except (TimeoutError, JsonRpcException, RuntimeError):
             client._server.kill()  # type: ignore[union-attr]
     return result
 
@@ -270,7 +272,11 @@ def write_report(result: SoakResult, out: Path) -> None:
     left.set(xlabel="completion requests sent", ylabel="server RSS (MB)", title="Memory after warm-up")
     left.set_ylim(bottom=0)
     right.hist([x * 1000 for x in result.latencies], bins=40)
-    right.set(xlabel="latency of served completions (ms)", ylabel="requests", title=f"p50 {result.percentile(0.5) * 1000:.1f} ms, p95 {result.percentile(0.95) * 1000:.1f} ms")
+    right.set(
+        xlabel="latency of served completions (ms)",
+        ylabel="requests",
+        title=f"p50 {result.percentile(0.5) * 1000:.1f} ms, p95 {result.percentile(0.95) * 1000:.1f} ms",
+    )
     fig.tight_layout()
     fig.savefig(out / "soak.png", dpi=100)
 
@@ -283,10 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--explain-every", type=int, default=SoakOptions.explain_every)
     parser.add_argument("--out", type=Path, default=Path("bench/results/soak"))
     args = parser.parse_args(argv)
-    options = SoakOptions(answer_timeout=30.0 if args.engine == "fake" else 900.0, engine=args.engine, requests=args.requests, cancel_fraction=args.cancel_fraction, explain_every=args.explain_every)
+    options = SoakOptions(
+        answer_timeout=30.0 if args.engine == "fake" else 900.0,
+        engine=args.engine,
+        requests=args.requests,
+        cancel_fraction=args.cancel_fraction,
+        explain_every=args.explain_every,
+    )
     result = asyncio.run(run_soak(options))
     print(summary(result))
     write_report(result, args.out / args.engine)
     print(f"report: {args.out / args.engine / 'report.md'}")
     return 0 if result.unanswered == result.unanswered_explains == result.failed == 0 else 1
-

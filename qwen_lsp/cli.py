@@ -9,12 +9,15 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types as lsp
 
 from qwen_lsp import __version__, privacy
 from qwen_lsp.edits import split_lines
+
+if TYPE_CHECKING:
+    from qwen_lsp.lsp.server import QwenLanguageServer
 
 log = logging.getLogger("qwen_lsp")
 
@@ -71,12 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_backend_flags(parser: argparse.ArgumentParser, default: Any) -> None:
     group = parser.add_argument_group("model backend")
-    group.add_argument("--backend", choices=["local", "openai"], default=default, help="run the model in-process (local, the default) or use an OpenAI-compatible server")
-    group.add_argument("--endpoint", metavar="URL", default=default, help="the server's base URL, e.g. http://gpu-box:8080/v1 (API key: QWEN_LSP_API_KEY)")
-    group.add_argument("--model-name", metavar="NAME", default=default, help="the model to ask the server for (default: the first it lists)")
+    group.add_argument(
+        "--backend",
+        choices=["local", "openai"],
+        default=default,
+        help="run the model in-process (local, the default) or use an OpenAI-compatible server",
+    )
+    group.add_argument(
+        "--endpoint", metavar="URL", default=default, help="the server's base URL, e.g. http://gpu-box:8080/v1 (API key: QWEN_LSP_API_KEY)"
+    )
+    group.add_argument(
+        "--model-name", metavar="NAME", default=default, help="the model to ask the server for (default: the first it lists)"
+    )
 
 
-def backend_settings(args: argparse.Namespace) -> dict[str, str]:
+def backend_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The backend flags given on the command line; they override the editor's settings."""
     names = ("backend", "endpoint", "model_name")
     return {name: value for name in names if (value := getattr(args, name, None)) is not None}
@@ -91,7 +103,7 @@ def configure_logging(level: str, log_file: str | None) -> None:
     root.setLevel(level)
 
 
-def make_server(model: str | None, backend: dict[str, str] | None = None) -> Any:
+def make_server(model: str | None, backend: dict[str, Any] | None = None) -> QwenLanguageServer:
     import attrs
 
     from qwen_lsp.engine import make_engine
@@ -111,10 +123,13 @@ class TerminalProgress:
     def __call__(self, params: lsp.ProgressParams) -> None:
         value = params.value
         kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
-        get = value.get if isinstance(value, dict) else lambda k: getattr(value, k, None)
+
+        def get(key: str) -> Any:
+            return value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+
         message, percentage = get("message"), get("percentage")
         if kind == "begin" and get("title") and not str(params.token).startswith("qwen-lsp/explain"):
-            self._bar(get("title"), percentage or 0)
+            self._bar(str(get("title")), percentage or 0)
         elif kind == "report" and str(params.token).startswith("qwen-lsp/cli-explain"):
             if percentage is not None:
                 self._bar(message or "", percentage)
@@ -123,7 +138,7 @@ class TerminalProgress:
                 sys.stdout.write(message[len(self.printed) :])
                 sys.stdout.flush()
                 self.printed = message
-        elif kind == "report" and percentage is not None or kind == "report" and message:
+        elif (kind == "report" and percentage is not None) or (kind == "report" and message):
             self._bar(message or "", percentage)
         elif kind == "end":
             self._clear_bar()
@@ -182,7 +197,12 @@ async def run_explain(args: argparse.Namespace) -> int:
         result = await session.client.workspace_execute_command_async(
             lsp.ExecuteCommandParams(
                 command="qwen.explain",
-                arguments=[{"textDocument": {"uri": uri}, "range": {"start": {"line": first - 1, "character": 0}, "end": {"line": last, "character": 0}}}],
+                arguments=[
+                    {
+                        "textDocument": {"uri": uri},
+                        "range": {"start": {"line": first - 1, "character": 0}, "end": {"line": last, "character": 0}},
+                    }
+                ],
                 work_done_token="qwen-lsp/cli-explain",
             )
         )
@@ -225,10 +245,11 @@ async def run_fix(args: argparse.Namespace) -> int:
         )
         quickfix = next(a for a in actions or [] if isinstance(a, lsp.CodeAction) and a.kind == lsp.CodeActionKind.QuickFix)
         resolved = await session.client.code_action_resolve_async(quickfix)
-        if resolved.edit is None or not resolved.edit.document_changes:
+        change = resolved.edit.document_changes[0] if resolved.edit and resolved.edit.document_changes else None
+        if not isinstance(change, lsp.TextDocumentEdit):
             print(resolved.title, file=sys.stderr)
             return 1
-        fixed = _apply(original, resolved.edit.document_changes[0].edits)
+        fixed = _apply(original, list(change.edits))
         sys.stdout.writelines(difflib.unified_diff(split_lines(original), split_lines(fixed), str(path), f"{path} (fixed)"))
         if args.write:
             path.write_bytes(fixed.encode("utf-8"))
@@ -254,8 +275,6 @@ async def run_doctor(args: argparse.Namespace) -> int:
     from qwen_lsp.config import Settings
     from qwen_lsp.engine import make_engine
     from qwen_lsp.engine.base import EngineState, GenerationRequest
-    from qwen_lsp.engine.cpu import recorded_variant, this_cpu
-    from qwen_lsp.engine.model_pack import sha256_of
     from qwen_lsp.engine.tokens import Prompt
 
     engine = make_engine(Settings(**backend_settings(args)), args.model)
@@ -283,13 +302,32 @@ async def run_doctor(args: argparse.Namespace) -> int:
     ready = ready_at[0] - started
     info = engine.describe()
     prompt = generation.stats
-    gen = engine.generate(GenerationRequest(prompt=Prompt.template("<|im_start|>user\nWrite a long Python class for a bank account.<|im_end|>\n<|im_start|>assistant\n"), max_tokens=64))
+    gen = engine.generate(
+        GenerationRequest(
+            prompt=Prompt.template("<|im_start|>user\nWrite a long Python class for a bank account.<|im_end|>\n<|im_start|>assistant\n"),
+            max_tokens=64,
+        )
+    )
     await gen.complete()
     if info["backend"] == "openai":
         print(f"qwen-lsp {__version__}\nendpoint: {info['endpoint']}\nmodel: {info['model']}\nAPI key: {info['api_key']}")
-        print(f"first token: {gen.stats.prompt_seconds:.2f} s; generation: {gen.stats.generated_tokens / max(gen.stats.generation_seconds, 1e-9):.1f} tokens/s")
+        print(
+            f"first token: {gen.stats.prompt_seconds:.2f} s; generation: {gen.stats.generated_tokens / max(gen.stats.generation_seconds, 1e-9):.1f} tokens/s"
+        )
         engine.close()
         return 0
+    print_local_doctor(engine, info, ready, prompt, gen.stats)
+    engine.close()
+    return 0
+
+
+def print_local_doctor(engine: Any, info: dict[str, Any], ready: float, prompt: Any, generated: Any) -> None:
+    """`doctor`'s figures for the in-process model: the file, the build, load and speed."""
+    from qwen_lsp.engine.base import EngineState
+    from qwen_lsp.engine.cpu import recorded_variant, this_cpu
+    from qwen_lsp.engine.model_pack import sha256_of
+
+    gen = generated
     model_path = Path(str(info["model"]))
     print(f"qwen-lsp {__version__}")
     print(f"model: {model_path}")
@@ -299,10 +337,12 @@ async def run_doctor(args: argparse.Namespace) -> int:
     print(f"threads: {info['n_threads']}, context: {info['n_ctx']} tokens")
     print(f"llama.cpp build: {recorded_variant() or 'not recorded (not installed by scripts/install.sh)'}; this CPU's: {this_cpu().name}")
     print(f"load: {info['load_seconds']:.2f} s (ready after {ready:.2f} s, including finding and verifying the file)")
-    print(f"prompt: {prompt.evaluated_tokens / max(prompt.prompt_seconds, 1e-9):.0f} tokens/s ({prompt.evaluated_tokens} tokens in {prompt.prompt_seconds:.2f} s)")
-    print(f"generation: {gen.stats.generated_tokens / max(gen.stats.generation_seconds, 1e-9):.1f} tokens/s ({gen.stats.generated_tokens} tokens in {gen.stats.generation_seconds:.2f} s)")
-    engine.close()
-    return 0
+    print(
+        f"prompt: {prompt.evaluated_tokens / max(prompt.prompt_seconds, 1e-9):.0f} tokens/s ({prompt.evaluated_tokens} tokens in {prompt.prompt_seconds:.2f} s)"
+    )
+    print(
+        f"generation: {gen.generated_tokens / max(gen.generation_seconds, 1e-9):.1f} tokens/s ({gen.generated_tokens} tokens in {gen.generation_seconds:.2f} s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"qwen-lsp: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - a one-shot command ends with a message, not a traceback
+    except Exception as exc:
         log.debug("command failed", exc_info=True)
         print(f"qwen-lsp: {exc}", file=sys.stderr)
         return 1

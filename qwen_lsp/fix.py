@@ -29,12 +29,20 @@ from qwen_lsp.syntax.documents import Document
 
 _FENCE = re.compile(r"```[\w+-]*[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
 # Messages about a name (pyright, ruff, mypy, flake8): only these make a name the fix's subject.
-_NAME_MESSAGE = re.compile(r"is not defined|is unbound|Undefined name|undefined name|Cannot access attribute|has no attribute|is not a known attribute", re.I)
+_NAME_MESSAGE = re.compile(
+    r"is not defined|is unbound|Undefined name|undefined name|Cannot access attribute|has no attribute|is not a known attribute", re.I
+)
 # Messages whose step the server knows (pyright's and mypy's wording), and the step, said as an
 # instruction; {line} is the error's line in the code shown.
 _STEPS = (
-    (re.compile(r'Operator "\+" not supported for types "[^"]*" and "int"'), "A text cannot be added to a number: wrap the number on line {line} in `str(...)`."),
-    (re.compile(r"Expected indented block|expected an indented block", re.I), "The body of the statement above line {line} is not indented: indent line {line} one level deeper."),
+    (
+        re.compile(r'Operator "\+" not supported for types "[^"]*" and "int"'),
+        "A text cannot be added to a number: wrap the number on line {line} in `str(...)`.",
+    ),
+    (
+        re.compile(r"Expected indented block|expected an indented block", re.I),
+        "The body of the statement above line {line} is not indented: indent line {line} one level deeper.",
+    ),
     (re.compile(r"Missing return statement", re.I), "The function does not return its result: add the missing `return` at its end."),
     (re.compile(r"Expected \d+ positional argument", re.I), "The call on line {line} passes too many arguments: remove the extra one."),
 )
@@ -165,7 +173,9 @@ def import_fix(doc: Document, problem: Problem) -> TextEdit | None:
 
 
 def _is_docstring(node: Node) -> bool:
-    return node.type == "comment" or (node.type == "expression_statement" and node.named_child_count == 1 and node.named_children[0].type == "string")
+    return node.type == "comment" or (
+        node.type == "expression_statement" and node.named_child_count == 1 and node.named_children[0].type == "string"
+    )
 
 
 def _line_end(text: str) -> str:

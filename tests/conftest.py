@@ -110,7 +110,7 @@ def position_of(text: str, marker: str, encoding: str = "utf-16") -> lsp.Positio
     return lsp.Position(line, column)
 
 
-__all__ = ["pytest_lsp", "open_doc", "position_of", "server_env"]
+__all__ = ["open_doc", "position_of", "pytest_lsp", "server_env"]
 
 
 def code_actions_parsed_right(client) -> None:
@@ -125,7 +125,7 @@ def code_actions_parsed_right(client) -> None:
         kind = lsp.Command if isinstance(obj.get("command"), str) else lsp.CodeAction
         return converter.structure(obj, kind)
 
-    converter.register_structure_hook(Union[lsp.Command, lsp.CodeAction], hook)
+    converter.register_structure_hook(Union[lsp.Command, lsp.CodeAction], hook)  # noqa: UP007 - the key lsprotocol registers
 
 
 def plain(value: object) -> object:

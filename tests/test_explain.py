@@ -30,13 +30,21 @@ def selection_of(text: str, snippet: str) -> lsp.Range:
     return lsp.Range(position(start), position(end))
 
 
-SNIPPET = '''    for item in items:
+SNIPPET = """    for item in items:
         lines.append(f"{item.name}: {item.quantity} x {item.price:.2f}")
-    lines.append(f"total: {calculate_total(items):.2f}")'''
+    lines.append(f"total: {calculate_total(items):.2f}")"""
 
 
 def explain_params(uri: str, rng: lsp.Range, token: str | None) -> lsp.ExecuteCommandParams:
-    arguments = [{"textDocument": {"uri": uri}, "range": {"start": {"line": rng.start.line, "character": rng.start.character}, "end": {"line": rng.end.line, "character": rng.end.character}}}]
+    arguments = [
+        {
+            "textDocument": {"uri": uri},
+            "range": {
+                "start": {"line": rng.start.line, "character": rng.start.character},
+                "end": {"line": rng.end.line, "character": rng.end.character},
+            },
+        }
+    ]
     return lsp.ExecuteCommandParams(command="qwen.explain", arguments=arguments, work_done_token=token)
 
 
@@ -47,7 +55,7 @@ def messages_of(reports: list[object]) -> list[str]:
 def test_prompt_has_the_selections_context() -> None:
     doc = Document("file:///tmp/inventory.py", PROGRAM, 1, "python")
     start = PROGRAM.index(SNIPPET)
-    system, user = explain.build_messages(doc, start, start + len(SNIPPET))
+    _system, user = explain.build_messages(doc, start, start + len(SNIPPET))
     text = user.content
     assert SNIPPET.strip() in text
     assert "def summary(items: list[Item]) -> str:" in text  # the enclosing signature
@@ -72,7 +80,9 @@ async def test_code_actions_offer_explain_for_a_selection_and_the_function_at_th
     (action,) = [a for a in at_cursor if a.command and a.command.command == "qwen.explain"]
     assert action.title == "Explain `most_expensive` with Qwen"
     rng = action.command.arguments[0]["range"]
-    function = selection_of(PROGRAM, PROGRAM[PROGRAM.index("def most_expensive") : PROGRAM.index("    return best") + len("    return best")])
+    function = selection_of(
+        PROGRAM, PROGRAM[PROGRAM.index("def most_expensive") : PROGRAM.index("    return best") + len("    return best")]
+    )
     assert (rng["start"]["line"], rng["end"]["line"]) == (function.start.line, function.end.line)
     # Outside any function with nothing selected there is nothing to explain.
     top = lsp.Position(0, 0)
@@ -131,10 +141,14 @@ async def last_request_stats(client) -> dict[str, object]:
 
 
 async def test_cancel_request_stops_the_generation(make_client, model_path, tmp_path) -> None:
-    client = await make_client(profile="visual-studio-code", env=server_env(QWEN_LSP_MODEL=str(model_path)), options={"explainMaxTokens": 400})
+    client = await make_client(
+        profile="visual-studio-code", env=server_env(QWEN_LSP_MODEL=str(model_path)), options={"explainMaxTokens": 400}
+    )
     uri = open_doc(client, str(tmp_path / "inventory.py"), PROGRAM)
     request = asyncio.ensure_future(
-        client.protocol.send_request_async(lsp.WORKSPACE_EXECUTE_COMMAND, explain_params(uri, selection_of(PROGRAM, SNIPPET), "explain-2"), msg_id="explain-2")
+        client.protocol.send_request_async(
+            lsp.WORKSPACE_EXECUTE_COMMAND, explain_params(uri, selection_of(PROGRAM, SNIPPET), "explain-2"), msg_id="explain-2"
+        )
     )
     await wait_for_text(client, "explain-2")
     client.protocol.notify(lsp.CANCEL_REQUEST, lsp.CancelParams(id="explain-2"))
@@ -148,9 +162,13 @@ async def test_cancel_request_stops_the_generation(make_client, model_path, tmp_
 
 
 async def test_progress_cancel_stops_and_returns_what_was_written(make_client, model_path, tmp_path) -> None:
-    client = await make_client(profile="visual-studio-code", env=server_env(QWEN_LSP_MODEL=str(model_path)), options={"explainMaxTokens": 400})
+    client = await make_client(
+        profile="visual-studio-code", env=server_env(QWEN_LSP_MODEL=str(model_path)), options={"explainMaxTokens": 400}
+    )
     uri = open_doc(client, str(tmp_path / "inventory.py"), PROGRAM)
-    request = asyncio.ensure_future(client.workspace_execute_command_async(explain_params(uri, selection_of(PROGRAM, SNIPPET), "explain-3")))
+    request = asyncio.ensure_future(
+        client.workspace_execute_command_async(explain_params(uri, selection_of(PROGRAM, SNIPPET), "explain-3"))
+    )
     await wait_for_text(client, "explain-3")
     client.window_work_done_progress_cancel(lsp.WorkDoneProgressCancelParams(token="explain-3"))
     result = plain(await request)

@@ -11,14 +11,14 @@ import sys
 import pytest
 from lsprotocol import types as lsp
 
-from qwen_lsp import fix
 from bench.fix import rest_identical
 from bench.fix_cases import BENCH_CASES, CASES, PROGRAM, FixCase
+from qwen_lsp import fix
 from qwen_lsp.config import Settings
-from qwen_lsp.syntax.diagnostics import Problem, problems_in
-from qwen_lsp.syntax.documents import Document
 from qwen_lsp.edits import TextEdit, apply_edits
 from qwen_lsp.engine.base import Engine, Generation, GenerationRequest
+from qwen_lsp.syntax.diagnostics import Problem, problems_in
+from qwen_lsp.syntax.documents import Document
 from tests.conftest import (
     code_actions_parsed_right,
     open_doc,
@@ -29,8 +29,18 @@ from tests.conftest import (
 from tests.rawlsp import resolve_fix_with_fake_answer
 
 ONE_PER_KIND = {case.kind: case for case in reversed(BENCH_CASES)}  # the first case of each kind
-KINDS = ["missing colon", "unclosed bracket", "misspelled name", "missing import", "wrong attribute", "mixed tabs",
-         "missing self", "self attribute", "str + int", "unindented body"]
+KINDS = [
+    "missing colon",
+    "unclosed bracket",
+    "misspelled name",
+    "missing import",
+    "wrong attribute",
+    "mixed tabs",
+    "missing self",
+    "self attribute",
+    "str + int",
+    "unindented body",
+]
 
 
 def run(text: str) -> subprocess.CompletedProcess[str]:

@@ -233,3 +233,19 @@ async def test_request_during_model_load_waits_for_the_model(make_client, model_
     # The load was shown as $/progress: a begin and an end.
     kinds = [type(v).__name__ for values in client.progress_reports.values() for v in values]
     assert "WorkDoneProgressBegin" in kinds and "WorkDoneProgressEnd" in kinds
+
+
+def test_the_command_line_completes_and_explains(model_path, tmp_path):
+    """`qwen-lsp complete` and `qwen-lsp explain` go through the in-process client: the same
+    path an editor's requests take (the README's first command is `explain`)."""
+    import subprocess
+    import sys
+
+    source = tmp_path / "circle.py"
+    source.write_text("import math\n\n\ndef circle_area(radius):\n    return math.\n")
+    env = server_env(QWEN_LSP_MODEL=str(model_path))
+    command = [sys.executable, "-m", "qwen_lsp"]
+    completed = subprocess.run([*command, "complete", f"{source}:5:17"], capture_output=True, text=True, env=env, timeout=300)
+    assert completed.returncode == 0 and completed.stdout.strip(), completed.stderr
+    explained = subprocess.run([*command, "explain", f"{source}:4-5"], capture_output=True, text=True, env=env, timeout=300)
+    assert explained.returncode == 0 and "circle_area" in explained.stdout, explained.stderr

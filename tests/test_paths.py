@@ -110,7 +110,11 @@ BROKEN_LINE = '    return "👋 名前 " + x +'
 def test_a_fix_edit_after_emoji_and_cjk_is_in_utf16_columns(tmp_path):
     end = len(BROKEN_LINE.encode("utf-16-le")) // 2  # 24: the emoji counts two units
     assert end == len(BROKEN_LINE) + 1
-    diagnostic = {"range": {"start": {"line": 5, "character": 4}, "end": {"line": 5, "character": end}}, "message": "Syntax error", "severity": 1}
+    diagnostic = {
+        "range": {"start": {"line": 5, "character": 4}, "end": {"line": 5, "character": end}},
+        "message": "Syntax error",
+        "severity": 1,
+    }
     answer = '```python\ndef greet(x):\n    return "👋 名前 " + x + "!"\n```'
     uri = (tmp_path / "greet.py").as_uri()
     _, resolved = resolve_fix_with_fake_answer(answer, uri, NON_ASCII_BROKEN, diagnostic, stderr=tmp_path / "err.log")

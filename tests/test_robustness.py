@@ -114,7 +114,10 @@ class FakeOpenAI:
         self.requests.append((lines[0], headers.get("authorization", "")))
         if lines[0].startswith("GET /v1/models"):
             body = json.dumps({"data": [{"id": "qwen"}]}).encode()
-            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+            )
         elif not self.swallow:
             event = {"choices": [{"index": 0, "text": self.answer, "finish_reason": "stop"}]}
             data = f"data: {json.dumps(event)}\n\ndata: [DONE]\n\n".encode()
@@ -267,14 +270,20 @@ def test_a_fix_written_while_the_user_typed_is_refused(tmp_path):
     answer = f"```python\n{fixed}\n```\n" + "The colon was missing. " * 80  # the model talks on
     server = RawServer({**server_env(), "QWEN_LSP_FAKE_ANSWER": answer}, FAKE_SERVER, tmp_path / "stderr.log")
     try:
-        server.initialize(capabilities={"workspace": {"applyEdit": True}, "textDocument": {"codeAction": {"resolveSupport": {"properties": ["edit"]}}}})
+        server.initialize(
+            capabilities={"workspace": {"applyEdit": True}, "textDocument": {"codeAction": {"resolveSupport": {"properties": ["edit"]}}}}
+        )
         server.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": BROKEN}})
         end = {"line": 0, "character": len("def greet(name)")}
         diagnostic = {"range": {"start": end, "end": end}, "message": 'Expected ":"', "source": "Pyright"}
         params = {"textDocument": {"uri": uri}, "range": diagnostic["range"], "context": {"diagnostics": [diagnostic]}}
         quickfix = next(a for a in server.request("textDocument/codeAction", params)["result"] if a.get("kind") == "quickfix")
         top = {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}}
-        typed = {"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"range": top, "text": "import os\n\n"}]}}
+        typed = {
+            "jsonrpc": "2.0",
+            "method": "textDocument/didChange",
+            "params": {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"range": top, "text": "import os\n\n"}]},
+        }
         server.send({"jsonrpc": "2.0", "id": "fix", "method": "codeAction/resolve", "params": quickfix})
         time.sleep(0.1)  # the model is writing (the fake one takes ~0.5 s for this answer)
         server.send(typed)
@@ -425,7 +434,12 @@ async def test_each_tcp_connection_is_a_session_of_its_own(tmp_path):
         assert "result" in await first.initialize("first")
         first.send({"method": "initialized", "params": {}})
         uri = (tmp_path / "a.py").as_uri()
-        first.send({"method": "textDocument/didOpen", "params": {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": "x = 1\n"}}})
+        first.send(
+            {
+                "method": "textDocument/didOpen",
+                "params": {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": "x = 1\n"}},
+            }
+        )
         second = await TcpClient.connect(port)
         refused = await second.initialize("second")
         assert "serving another client" in refused["error"]["message"], refused

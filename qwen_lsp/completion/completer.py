@@ -16,16 +16,16 @@ from pathlib import Path
 
 from qwen_lsp.completion import layout as context
 from qwen_lsp.completion import postprocess
-from qwen_lsp.engine.tokens import Prompt
-from qwen_lsp.prompting.render import render_prompt
 from qwen_lsp.completion.cache import SuggestionCache
 from qwen_lsp.completion.flight import Flight
+from qwen_lsp.completion.layout import Context, Mode
 from qwen_lsp.completion.project_context import ProjectContext
 from qwen_lsp.config import Settings
-from qwen_lsp.completion.layout import Context, Mode
+from qwen_lsp.engine.base import Engine, GenerationRequest, StopReason
+from qwen_lsp.engine.tokens import Prompt
+from qwen_lsp.prompting.render import render_prompt
 from qwen_lsp.syntax import symbols
 from qwen_lsp.syntax.documents import Document
-from qwen_lsp.engine.base import Engine, GenerationRequest, StopReason
 
 # An edit inserting at most this much is typing (a keystroke, or Enter with its indentation).
 TYPED_CHARS = 32

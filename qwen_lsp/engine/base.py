@@ -209,10 +209,7 @@ class Engine(ABC):
 
     def recent_stats(self) -> list[dict[str, object]]:
         """The latest requests' figures, newest last (for `qwen/status`, benchmarks, tests)."""
-        return [
-            {**dataclasses.asdict(s), "stop_reason": s.stop_reason.value if s.stop_reason else None}
-            for s in self._recent
-        ]
+        return [{**dataclasses.asdict(s), "stop_reason": s.stop_reason.value if s.stop_reason else None} for s in self._recent]
 
     def add_status_listener(self, listener: StatusListener) -> None:
         self._listeners.append(listener)

@@ -226,7 +226,7 @@ class LocalEngine(Engine):
                 self._serve(job)
                 self.record(job.generation.stats)
                 job.generation.emit_done()
-            except Exception as exc:  # noqa: BLE001 - one bad request must not kill the worker
+            except Exception as exc:
                 log.exception("generation failed")
                 job.generation.emit_done(exc if isinstance(exc, EngineError) else EngineError(str(exc)))
         self._llm = None  # closed: free the model's memory now, not when the engine is collected
@@ -239,10 +239,7 @@ class LocalEngine(Engine):
         return ModelUnavailable(str(self._failure))
 
     def _retry_due(self) -> bool:
-        return (
-            time.monotonic() - self._failed_at >= LOAD_RETRY_SECONDS
-            or self._model_signature() != self._failed_signature
-        )
+        return time.monotonic() - self._failed_at >= LOAD_RETRY_SECONDS or self._model_signature() != self._failed_signature
 
     def _try_load(self) -> None:
         try:
@@ -251,7 +248,7 @@ class LocalEngine(Engine):
             return
         except ModelUnavailable as exc:
             failure = exc
-        except Exception as exc:  # noqa: BLE001 - any load failure must become a clear error
+        except Exception as exc:
             log.exception("model load failed")
             failure = ModelUnavailable(f"Could not load the model: {exc}")
         self._failed_at, self._failed_signature = time.monotonic(), self._model_signature()
@@ -260,9 +257,7 @@ class LocalEngine(Engine):
 
     def _load(self) -> None:
         self._set_status(EngineStatus(EngineState.PREPARING, "Preparing the model", 0.0))
-        path = self._resolve_model(
-            lambda f: self._set_status(EngineStatus(EngineState.PREPARING, "Verifying the model", f))
-        )
+        path = self._resolve_model(lambda f: self._set_status(EngineStatus(EngineState.PREPARING, "Verifying the model", f)))
         self.model_path = path
         self._set_status(EngineStatus(EngineState.LOADING, f"Loading {path.name}"))
         require_runnable_build()  # a clear error, not SIGILL, if built for instructions this CPU lacks
@@ -416,7 +411,9 @@ class LocalEngine(Engine):
         for shift in shifts:
             llm._ctx.kv_cache_seq_rm(0, shift.prompt_start, shift.cache_start)
             llm._ctx.kv_cache_seq_shift(0, shift.cache_start, shift.cache_start + shift.length, shift.prompt_start - shift.cache_start)
-            llm.input_ids[shift.prompt_start : shift.prompt_start + shift.length] = tokens[shift.prompt_start : shift.prompt_start + shift.length]
+            llm.input_ids[shift.prompt_start : shift.prompt_start + shift.length] = tokens[
+                shift.prompt_start : shift.prompt_start + shift.length
+            ]
             stats.shifted_tokens += shift.length
             self._shift_pending = True
         return served

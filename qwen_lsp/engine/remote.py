@@ -236,7 +236,7 @@ class RemoteEngine(Engine):
         refuser = Refuser()  # the user's special-token spellings come back defused: undo that
         first_token: float | None = None
         try:
-            async for chunk in self._events(response, lambda: first_token is None):
+            async for chunk in self._events(response, lambda: first_token is None):  # noqa: B023 - reads it as it changes
                 self._read_usage(chunk, stats)
                 piece, finish = _choice(chunk)
                 if finish is not None:
@@ -379,8 +379,7 @@ class RemoteEngine(Engine):
         if code == 404:
             model = f" or no model {self.model_name!r} (see --model-name)" if self.model_name else ""
             return self._failure(
-                f"The model server at {self.endpoint} has no {path}{model} (HTTP 404: {detail}). "
-                "The endpoint should end in /v1."
+                f"The model server at {self.endpoint} has no {path}{model} (HTTP 404: {detail}). The endpoint should end in /v1."
             )
         # A 4xx about this one request (e.g. a prompt too long) says nothing about the server.
         return EngineError(f"The model server at {self.endpoint} answered HTTP {code}: {detail}")

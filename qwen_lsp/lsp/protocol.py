@@ -168,7 +168,7 @@ class QwenProtocol(LanguageServerProtocol):
         try:
             written = self.writer.write(f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
             if inspect.isawaitable(written):  # a websocket writer
-                asyncio.ensure_future(written)
+                asyncio.ensure_future(written)  # noqa: RUF006 - pygls' websocket writer, fire and forget
         except (BrokenPipeError, ConnectionError, ValueError):
             # The client is gone (closed pipe or closed file); the reader sees end of input next.
             log.warning("could not send a message: the client is gone")

@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 CONTENT_LENGTH = re.compile(rb"content-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?\n", re.I)
 HEADER_END = re.compile(rb"\r?\n\r?\n")
 # The start of a header, cut anywhere: what a slightly too large length takes of the next frame.
-HEADER_START = re.compile(rb"\s*" + b"".join(b"(?:" + re.escape(bytes([c])) for c in b"content-length") + rb"(?:[ \t]*(?::[ \t]*\d*\r?)?)?" + b")?" * 13 + b")", re.I)
+HEADER_START = re.compile(
+    rb"\s*" + b"".join(b"(?:" + re.escape(bytes([c])) for c in b"content-length") + rb"(?:[ \t]*(?::[ \t]*\d*\r?)?)?" + b")?" * 13 + b")",
+    re.I,
+)
 MAX_HEADER_BYTES = 64 * 1024
 # A 10 MB file is about 10 MB of JSON; a claim far above that is a broken header.
 MAX_BODY_BYTES = 512 * 1024 * 1024
@@ -145,7 +148,7 @@ async def serve(reader: FrameReader, protocol: QwenProtocol) -> None:
     while (body := await reader.next_body()) is not None:
         try:
             protocol.receive(body)
-        except Exception:  # noqa: BLE001 - one message must never end the server
+        except Exception:
             log.exception("a message could not be handled")
 
 

@@ -179,6 +179,7 @@ def used_definitions_text(tree: Tree, data: bytes, start_byte: int, end_byte: in
             shown.append(source)
     return shown
 
+
 def function_at(tree: Tree, byte: int) -> Node | None:
     """The innermost function (else class) around a byte offset, decorators included."""
     node = tree.root_node.descendant_for_byte_range(byte, byte)
