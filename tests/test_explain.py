@@ -16,7 +16,6 @@ from pytest_lsp import ClientServerConfig, client_capabilities
 from bench.fix_cases import PROGRAM
 from qwen_lsp import explain
 from qwen_lsp.config import Settings
-from qwen_lsp.engine import make_engine
 from qwen_lsp.syntax.documents import Document
 from tests.conftest import SERVER, code_actions_parsed_right, open_doc, plain, server_env, server_status
 
@@ -294,18 +293,3 @@ async def test_explanation_in_chinese_keeps_the_identifiers(model_path, tmp_path
     text = result["text"]
     assert len(CJK.findall(text)) >= 10, text
     assert "boxes_needed" in text and "per_box" in text, text
-
-
-async def test_explanation_in_japanese_when_asked(model_path) -> None:
-    """The feature itself, asked for Japanese (what `explainLanguage: "ja"` passes)."""
-    settings = Settings(model=str(model_path))
-    engine = make_engine(settings)
-    engine.start()
-    try:
-        doc = Document("file:///tmp/inventory.py", PROGRAM, 1, "python")
-        start = PROGRAM.index(BOXES)
-        result = await explain.explain(engine, settings, doc, start, start + len(BOXES), lambda update: None, language="ja")
-    finally:
-        engine.close()
-    assert len(re.findall(r"[\u3040-\u30ff\u4e00-\u9fff]", result.text)) >= 10, result.text
-    assert "boxes_needed" in result.text, result.text

@@ -5,6 +5,8 @@ the cache stays within its budget after visiting many files."""
 
 from __future__ import annotations
 
+import asyncio
+
 from lsprotocol import types as lsp
 
 from qwen_lsp.engine.local import longest_common_prefix
@@ -82,11 +84,35 @@ async def visit(client, tmp_path, name: str) -> tuple[str, str]:
     return uri, text
 
 
+async def quiet_count(client, at_least: int) -> int:
+    """How many generations the engine has filed, once no more come (opening a file prefills it
+    in the background, so stats arrive after the answers)."""
+    count = len((await settled_status(client, at_least))["recent"])
+    while True:
+        await asyncio.sleep(1.0)
+        now = len((await server_status(client))["recent"])
+        if now == count:
+            return count
+        count = now
+
+
+async def answered(client, seen: int) -> dict:
+    """`qwen/status` once the request's own generation (one that read a prompt and was not
+    cancelled) is filed after the first `seen`."""
+    for _ in range(100):
+        status = await server_status(client)
+        back = status["recent"][seen:]
+        if back and back[-1]["prompt_tokens"] and back[-1]["stop_reason"] != "cancelled":
+            return status
+        await asyncio.sleep(0.1)
+    return status
+
+
 async def test_returning_to_an_earlier_file_is_served_from_the_kept_state(client, tmp_path):
     first_uri, first = await visit(client, tmp_path, "alpha")
     await visit(client, tmp_path, "beta")
     await visit(client, tmp_path, "gamma")
-    seen = len((await settled_status(client, 3))["recent"])
+    seen = await quiet_count(client, 3)
     # Back to the first file, on a new line (so no cached suggestion).
     place, typed = end_of(first), "abs(value)\n        total -= "
     client.text_document_did_change(
@@ -96,7 +122,7 @@ async def test_returning_to_an_earlier_file_is_served_from_the_kept_state(client
         )
     )
     await inline(client, first_uri, end_of(first + typed))
-    status = await settled_status(client, seen + 1)
+    status = await answered(client, seen)
     back = status["recent"][seen:]  # the warm-up after the edit, if it ran, and the request
     evaluated = sum(r["evaluated_tokens"] for r in back)
     assert any(r["restored_tokens"] for r in back), back

@@ -139,6 +139,12 @@ class ProjectContext:
             self.project.warm(text, path)
 
     def _gather(self, uri: str, text: str, line: int) -> None:
+        """Keep a chunk of a file of the workspace (files from elsewhere are not the project, and
+        their chunks would lead every other file's prompt)."""
         path = path_of_uri(uri)
-        if path is not None and path.suffix == ".py":
+        if path is not None and path.suffix == ".py" and self._in_workspace(path):
             self.recent.gather(self.project.relative(path), text, line)
+
+    def _in_workspace(self, path: Path) -> bool:
+        resolved = path.resolve()
+        return any(resolved.is_relative_to(folder) for folder in self.project.folders)
