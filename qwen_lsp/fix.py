@@ -324,6 +324,9 @@ def _flagged_name_failure(doc: Document, problem: Problem, unit: Unit, new_unit:
     return None
 
 
+_WORD = re.compile(r"[A-Za-z_]\w*")
+
+
 def _new_names_failure(doc: Document, problem: Problem, old_lf: str, fixed: str, span: _Span) -> str | None:
     """A fix touches only what the error is about: it imports and calls no name the unit did
     not use before, other than the flagged one (or the name a misspelling meant), and every
@@ -343,14 +346,17 @@ def _new_names_failure(doc: Document, problem: Problem, old_lf: str, fixed: str,
         return f"the change adds an import of `{imports[0]}`, which the error does not need"
     if flagged in related:  # a misspelled name's fix calls what it meant
         related |= set(difflib.get_close_matches(flagged, sorted(new.called), cutoff=0.6))
-    calls = sorted(new.called - old.used - related)
+    # Around a syntax error the old tree is broken and misses uses: a word of the old unit's
+    # text was used there, whatever the parse says.
+    old_words = set(_WORD.findall(old_lf))
+    calls = sorted(new.called - old.used - old_words - related)
     if calls:
         return f"the change calls `{calls[0]}`, which has nothing to do with the error"
     everywhere = names.names_in(tree, data, 0, len(data))
     if "*" in everywhere.imported:  # a star import can define anything
         return None
     known = symbols.all_defined_names(tree, data) | everywhere.bound | everywhere.imported | names.BUILTINS
-    unknown = sorted(new.references - old.used - known)
+    unknown = sorted(new.references - old.used - old_words - known)
     return f"`{unknown[0]}` is not defined anywhere in the file" if unknown else None
 
 

@@ -321,3 +321,18 @@ async def test_imports_the_model_copies_above_its_answer_are_dropped() -> None:
     engine = ScriptedEngine(["```python\nfrom dataclasses import dataclass\n\n" + shown + "```"])
     result = await fix.propose_fix(engine, Settings(), doc, problem)
     assert result.attempts == 1 and apply_edits(doc.text, result.edits) == ONE_PER_KIND["str + int"].program
+
+
+def test_closing_a_bracket_around_calls_the_broken_line_already_made_is_accepted(tmp_path) -> None:
+    """Around a syntax error the old parse is broken and misses the calls the line already made:
+    closing `print("area", circle_area(2)` was refused as "calls `print`, which has nothing to do
+    with the error" (seen in VS Code's context-menu fix)."""
+    text = 'import math\n\n\ndef circle_area(radius):\n    return math.pi * radius ** 2\n\n\nprint("area", circle_area(2)\n'
+    diagnostic = {
+        "range": {"start": {"line": 7, "character": 5}, "end": {"line": 7, "character": 6}},
+        "message": "Syntax error: '(' was never closed",
+        "source": "qwen-lsp",
+    }
+    answer = '```python\nprint("area", circle_area(2))\n```'
+    _, resolved = resolve_fix_with_fake_answer(answer, (tmp_path / "shapes.py").as_uri(), text, diagnostic, stderr=tmp_path / "err.log")
+    assert resolved.get("edit"), resolved["title"]
