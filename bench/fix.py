@@ -199,7 +199,7 @@ def plot(path: Path, by_kind: dict[str, list[Row]], rows: list[Row]) -> None:
     left.set_xticks(list(x), kinds, rotation=35, ha="right")
     left.set_ylabel("% fixed (file runs, same output)")
     left.legend()
-    right.boxplot([[r.ours.seconds for r in rows], [r.baseline.seconds for r in rows]], labels=["qwen-lsp", "whole block"])
+    right.boxplot([[r.ours.seconds for r in rows], [r.baseline.seconds for r in rows]], tick_labels=["qwen-lsp", "whole block"])
     right.set_ylabel("seconds per fix")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
