@@ -19,7 +19,10 @@ from pygls.io_ import StdoutWriter, run_async
 from pygls.lsp.client import LanguageClient
 
 from qwen_lsp import __version__
-from qwen_lsp.lsp.server import QwenLanguageServer
+from qwen_lsp.lsp.server import ENGINE_CLOSE_SECONDS, QwenLanguageServer
+
+# `shutdown` waits for the model to be freed (see QwenLanguageServer.close_engine).
+SHUTDOWN_SECONDS = ENGINE_CLOSE_SECONDS + 5
 
 ProgressHandler = Callable[[lsp.ProgressParams], None]
 
@@ -91,7 +94,7 @@ class InProcessClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:
-            await asyncio.wait_for(self.client.shutdown_async(None), timeout=5)
+            await asyncio.wait_for(self.client.shutdown_async(None), timeout=SHUTDOWN_SECONDS)
             self.client.exit(None)
         except (TimeoutError, RuntimeError):
             pass

@@ -52,7 +52,7 @@ class FakeEngine(Engine):
     def describe(self) -> dict[str, object]:
         return {"backend": "fake", "model": None, "state": self.status.state.value}
 
-    def close(self) -> None:
+    def close(self, wait: float | None = None) -> None:
         if self._thread is not None:
             self._jobs.put(None)
 

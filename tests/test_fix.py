@@ -173,7 +173,7 @@ class ScriptedEngine(Engine):
     def describe(self) -> dict[str, object]:
         return {"backend": "scripted"}
 
-    def close(self) -> None: ...
+    def close(self, wait: float | None = None) -> None: ...
 
     def generate(self, request: GenerationRequest, on_prompt_progress=None) -> Generation:
         self.requests.append(request)

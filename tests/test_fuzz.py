@@ -158,7 +158,7 @@ class Capture:
     def write(self, data: bytes) -> None:
         self.data += data
 
-    def close(self) -> None:
+    def close(self, wait: float | None = None) -> None:
         pass
 
     def responses(self) -> list[dict]:

@@ -7,12 +7,14 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 
+from qwen_lsp.engine.base import StopReason
 from tests.conftest import open_doc, server_env, server_status
 from tests.rawlsp import RawServer, frame
 
@@ -461,3 +463,25 @@ async def test_each_tcp_connection_is_a_session_of_its_own(tmp_path):
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_closing_at_the_end_stops_the_models_work_and_waits_for_it(model_path):
+    """A process that exits while llama.cpp still evaluates a prompt on the worker thread
+    crashes (SIGSEGV, seen in CI after `qwen-lsp complete`: the idle prefill was running).
+    `close(wait=...)` at the end of a session stops the work in hand and what is queued, and
+    returns once the model is freed."""
+    from qwen_lsp.engine.base import GenerationRequest
+    from qwen_lsp.engine.local import LocalEngine, LocalSettings
+    from qwen_lsp.engine.tokens import Prompt
+
+    engine = LocalEngine(LocalSettings(), lambda progress: model_path)
+    long_prompt = Prompt.template("def f(x):\n    return x\n" * 400)  # some seconds to read
+    reading = asyncio.Event()
+    running = engine.generate(GenerationRequest(prompt=long_prompt, max_tokens=0), lambda fraction: reading.set())
+    queued = engine.generate(GenerationRequest(prompt=Prompt.template("def g():\n"), max_tokens=8))
+    answers = [asyncio.create_task(generation.complete()) for generation in (running, queued)]
+    await asyncio.wait_for(reading.wait(), 120)
+    engine.close(wait=30)
+    assert not any(t.name == "qwen-lsp-engine" and t.is_alive() for t in threading.enumerate()), "the worker still runs"
+    await asyncio.wait_for(asyncio.gather(*answers), 5)
+    assert [g.stats.stop_reason for g in (running, queued)] == [StopReason.CANCELLED] * 2

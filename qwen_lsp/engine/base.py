@@ -239,4 +239,6 @@ class Engine(ABC):
         """What the backend is running, for `doctor` and logs."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self, wait: float | None = None) -> None:
+        """Take no more requests. With `wait`, the session ends: stop all work and return once
+        the backend's resources are freed, or after `wait` seconds."""

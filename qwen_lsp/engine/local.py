@@ -167,6 +167,8 @@ class LocalEngine(Engine):
         self.load_seconds: float | None = None
         self._failure: ModelUnavailable | None = None
         self._closed = False
+        self._abandoned = False  # closed at the end of a session: queued work is dropped
+        self._current: Generation | None = None  # the request the worker serves
 
     # -- public ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -201,10 +203,21 @@ class LocalEngine(Engine):
             "prompt_cache": self._prompts.describe(),
         }
 
-    def close(self) -> None:
+    def close(self, wait: float | None = None) -> None:
+        """Take no more requests; those already queued are still served (a settings change).
+        With `wait` (the session ends), stop the work in hand and what is queued too, and
+        return once the worker has freed the model, or after `wait` seconds: a process that
+        exits while llama.cpp runs on the worker crashes (SIGSEGV)."""
         self._closed = True
-        if self._thread is not None:
-            self._jobs.put(None)
+        if self._thread is None:
+            return
+        if wait is not None:
+            self._abandoned = True  # before cancelling `_current`: the worker checks it after setting that
+            if (current := self._current) is not None:
+                current.cancel()
+        self._jobs.put(None)
+        if wait is not None:
+            self._thread.join(wait)
 
     # -- worker thread ---------------------------------------------------------------------------
     def _threads(self) -> int:
@@ -222,6 +235,9 @@ class LocalEngine(Engine):
             if self._failure is not None:
                 job.generation.emit_done(self._failed())
                 continue
+            self._current = job.generation
+            if self._abandoned:
+                job.generation.cancel()
             try:
                 self._serve(job)
                 self.record(job.generation.stats)

@@ -141,7 +141,7 @@ class RemoteEngine(Engine):
             "api_key": "set" if self.api_key else "not set",
         }
 
-    def close(self) -> None:
+    def close(self, wait: float | None = None) -> None:
         if self._client is not None:
             client, self._client = self._client, None
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,10 @@ LOAD_REPORTS_PER_SECOND = 10
 # value, or a settings file saved twice, would otherwise load the model once per change).
 REBUILD_AFTER_SECONDS = 0.5
 
+# At the end of a session, how long to wait for the model's worker to stop and free it (a
+# step of prompt reading stops within milliseconds; a model being loaded cannot be stopped).
+ENGINE_CLOSE_SECONDS = 30.0
+
 # Distinct errors remembered as already shown (each is shown once).
 REPORTED_ERRORS = 256
 
@@ -61,6 +66,8 @@ class QwenLanguageServer(LanguageServer):
         self.explanations: dict[lsp.ProgressToken, asyncio.Task[Any]] = {}
         self.client_locale: str | None = None  # `initialize`'s locale: the language of explanations
         self._engine: Engine | None = None
+        # Engines replaced by a settings change, still serving what was queued on them.
+        self._replaced: weakref.WeakSet[Engine] = weakref.WeakSet()
         self._tasks: set[asyncio.Future[Any]] = set()
         # Bounded: errors that differ in their text (a path, a position) must not grow it forever.
         self._reported_errors: LRUCache[str, None] = LRUCache(maxsize=REPORTED_ERRORS)
@@ -79,6 +86,11 @@ class QwenLanguageServer(LanguageServer):
     # -- transport: our reader survives broken frames (see transport.py) -------------------------
     def start_io(self, stdin: Any = None, stdout: Any = None) -> int:
         return transport.serve_io(self, stdin, stdout)
+
+    def shutdown(self) -> None:
+        """The session is over (`exit`, or the connection closed): free the model first."""
+        self.close_engine()
+        super().shutdown()  # type: ignore[no-untyped-call]
 
     # -- settings and engine ---------------------------------------------------------------------
     @property
@@ -121,6 +133,7 @@ class QwenLanguageServer(LanguageServer):
         if old is not None:
             old.remove_status_listeners()
             old.close()
+            self._replaced.add(old)
         if self._load_progress is not None:
             self._load_progress.end("Settings changed")
             self._load_progress = None
@@ -132,8 +145,10 @@ class QwenLanguageServer(LanguageServer):
         self.run_in_background(self.report_engine_load())
 
     def close_engine(self) -> None:
-        if self._engine is not None:
-            self._engine.close()
+        """Stop every model this server built, drop their queued work, and wait until they are
+        freed: a process that exits while llama.cpp still runs crashes."""
+        for engine in [*self._replaced, *([self._engine] if self._engine is not None else [])]:
+            engine.close(wait=ENGINE_CLOSE_SECONDS)
 
     def _threadsafe(self, callback: Callable[[EngineStatus], None]) -> Callable[[EngineStatus], None]:
         loop = asyncio.get_running_loop()

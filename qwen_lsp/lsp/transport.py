@@ -229,8 +229,7 @@ def serve_tcp(make_server: Callable[[], JsonRPCServer], host: str, port: int) ->
         finally:
             busy = False
             protocol.set_writer(None)  # type: ignore[arg-type]
-            server.close_engine()  # type: ignore[attr-defined]  # frees the model for the next session
-            server.shutdown()  # type: ignore[no-untyped-call]
+            server.shutdown()  # type: ignore[no-untyped-call]  # frees the model for the next session
             writer.close()
             log.info("a TCP client disconnected")
 
