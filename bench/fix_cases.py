@@ -94,7 +94,7 @@ def _break(old: str, new: str, program: str = PROGRAM) -> str:
     return program.replace(old, new, 1)
 
 
-def _name_case(name: str, kind: str, old: str, new: str, token: str, message: str, program: str = PROGRAM) -> FixCase:
+def name_case(name: str, kind: str, old: str, new: str, token: str, message: str, program: str = PROGRAM) -> FixCase:
     """A case whose diagnostic underlines the first use of `token` (minus a trailing '.' or ')') from
     the broken place on (the body's `self` of a method whose `def` lost it)."""
     broken = _break(old, new, program)
@@ -108,7 +108,7 @@ def _name_case(name: str, kind: str, old: str, new: str, token: str, message: st
 CASES = (
     FixCase("missing colon (def)", "missing colon", _break("-> Item:\n", "-> Item\n"), None),
     FixCase("unclosed bracket", "unclosed bracket", _break(':.2f}")\n    lines', ':.2f}"\n    lines'), None),
-    _name_case(
+    name_case(
         "misspelled name",
         "misspelled name",
         "{calculate_total(items)",
@@ -116,8 +116,8 @@ CASES = (
         "calculate_totl",
         '"calculate_totl" is not defined',
     ),
-    _name_case("missing import (math)", "missing import", "import math\n", "", "math.", '"math" is not defined'),
-    _name_case(
+    name_case("missing import (math)", "missing import", "import math\n", "", "math.", '"math" is not defined'),
+    name_case(
         "wrong attribute",
         "wrong attribute",
         'f"{item.name}: {item.quantity}',
@@ -129,7 +129,7 @@ CASES = (
     # More of the same kinds elsewhere in the program, for the benchmark.
     FixCase("missing colon (if)", "missing colon", _break("best.price:\n", "best.price\n"), None),
     FixCase("unclosed bracket (list)", "unclosed bracket", _break('r["quantity"]) for', 'r["quantity"] for'), None),
-    _name_case(
+    name_case(
         "misspelled name (2)",
         "misspelled name",
         "most_expensive(items).name",
@@ -137,8 +137,8 @@ CASES = (
         "most_expensiv",
         '"most_expensiv" is not defined',
     ),
-    _name_case("missing import (json)", "missing import", "import json\n", "", "json.", '"json" is not defined'),
-    _name_case(
+    name_case("missing import (json)", "missing import", "import json\n", "", "json.", '"json" is not defined'),
+    name_case(
         "wrong attribute (2)",
         "wrong attribute",
         "if item.price > best.price",
@@ -352,10 +352,10 @@ def _str_plus_int(left: str) -> str:
 
 
 BANK_CASES = (
-    _name_case("missing self (deposit)", "missing self", "def deposit(self, amount", "def deposit(amount", "self", UNDEFINED_SELF, BANK),
-    _name_case("missing self (describe)", "missing self", "def describe(self)", "def describe()", "self", UNDEFINED_SELF, BANK),
-    _name_case("missing self (total)", "missing self", "def total(self)", "def total()", "self", UNDEFINED_SELF, BANK),
-    _name_case(
+    name_case("missing self (deposit)", "missing self", "def deposit(self, amount", "def deposit(amount", "self", UNDEFINED_SELF, BANK),
+    name_case("missing self (describe)", "missing self", "def describe(self)", "def describe()", "self", UNDEFINED_SELF, BANK),
+    name_case("missing self (total)", "missing self", "def total(self)", "def total()", "self", UNDEFINED_SELF, BANK),
+    name_case(
         "self.count (withdraw)",
         "self attribute",
         "self.count += 1\n        return True",
@@ -364,9 +364,9 @@ BANK_CASES = (
         '"count" is unbound',
         BANK,
     ),
-    _name_case("self.count (deposit)", "self attribute", "self.count += 1\n\n", "count += 1\n\n", "count", '"count" is unbound', BANK),
-    _name_case("self.balance", "self attribute", "self.balance -= amount", "balance -= amount", "balance", '"balance" is unbound', BANK),
-    _name_case(
+    name_case("self.count (deposit)", "self attribute", "self.count += 1\n\n", "count += 1\n\n", "count", '"count" is unbound', BANK),
+    name_case("self.balance", "self attribute", "self.balance -= amount", "balance -= amount", "balance", '"balance" is unbound', BANK),
+    name_case(
         "str + int (describe)",
         "str + int",
         '" has " + str(self.balance)',
@@ -375,10 +375,10 @@ BANK_CASES = (
         _str_plus_int("str"),
         BANK,
     ),
-    _name_case(
+    name_case(
         "wrong attribute (deposit)", "wrong attribute", "].deposit(move", "].depost(move", "depost", _attribute("depost", "Account"), BANK
     ),
-    _name_case(
+    name_case(
         "wrong argument count (Account)",
         "wrong argument count",
         "Account(owner, balance)",
@@ -389,7 +389,7 @@ BANK_CASES = (
     ),
     _missing_return("missing return (withdraw)", "        return True\n\n    def describe", "\n    def describe", "withdraw", BANK),
     _syntax("missing colon (class)", "missing colon", "class Bank:", "class Bank", BANK),
-    _name_case(
+    name_case(
         "unindented loop body (main)",
         "unindented body",
         "        print(bank.accounts[name]",
@@ -401,12 +401,12 @@ BANK_CASES = (
 )
 
 TEXT_CASES = (
-    _name_case("missing import (re)", "missing import", "import re\n", "", "re.", '"re" is not defined', TEXT),
-    _name_case("missing import (string)", "missing import", "import string\n", "", "string.", '"string" is not defined', TEXT),
-    _name_case(
+    name_case("missing import (re)", "missing import", "import re\n", "", "re.", '"re" is not defined', TEXT),
+    name_case("missing import (string)", "missing import", "import string\n", "", "string.", '"string" is not defined', TEXT),
+    name_case(
         "misspelled name (words)", "misspelled name", "Counter(words(text))", "Counter(wrds(text))", "wrds", '"wrds" is not defined', TEXT
     ),
-    _name_case(
+    name_case(
         "misspelled name (longest_word)",
         "misspelled name",
         '"longest: " + longest_word',
@@ -415,7 +415,7 @@ TEXT_CASES = (
         '"longest_wrd" is not defined',
         TEXT,
     ),
-    _name_case(
+    name_case(
         "str + int (sentences)",
         "str + int",
         '"sentences: " + str(sentence_count(text))',
@@ -426,7 +426,7 @@ TEXT_CASES = (
     ),
     _syntax("unclosed bracket (len)", "unclosed bracket", "if p.strip()])", "if p.strip()]", TEXT),
     _syntax("missing colon (for)", "missing colon", "for word in words(text):", "for word in words(text)", TEXT),
-    _name_case(
+    name_case(
         "unindented loop body (report)",
         "unindented body",
         '        lines.append(f"{word}',
@@ -435,7 +435,7 @@ TEXT_CASES = (
         NO_BLOCK,
         TEXT,
     ),
-    _name_case(
+    name_case(
         "wrong argument count (words)",
         "wrong argument count",
         "Counter(words(text))",
@@ -448,7 +448,7 @@ TEXT_CASES = (
         "missing return (longest_word)", "            best = word\n    return best\n", "            best = word\n", "longest_word", TEXT
     ),
     _syntax("mixed tabs and spaces (longest_word)", "mixed tabs", "            best = word", "\t    best = word", TEXT),
-    _name_case(
+    name_case(
         "wrong attribute (most_common)",
         "wrong attribute",
         "counts.most_common(n)",
@@ -460,13 +460,13 @@ TEXT_CASES = (
 )
 
 LIFE_CASES = (
-    _name_case("missing self (population)", "missing self", "def population(self)", "def population()", "self", UNDEFINED_SELF, LIFE),
-    _name_case("missing self (render)", "missing self", "def render(self)", "def render()", "self", UNDEFINED_SELF, LIFE),
-    _name_case(
+    name_case("missing self (population)", "missing self", "def population(self)", "def population()", "self", UNDEFINED_SELF, LIFE),
+    name_case("missing self (render)", "missing self", "def render(self)", "def render()", "self", UNDEFINED_SELF, LIFE),
+    name_case(
         "self.generation", "self attribute", "self.generation += 1", "generation += 1", "generation", '"generation" is unbound', LIFE
     ),
-    _name_case("missing import (itertools)", "missing import", "import itertools\n", "", "itertools.", '"itertools" is not defined', LIFE),
-    _name_case(
+    name_case("missing import (itertools)", "missing import", "import itertools\n", "", "itertools.", '"itertools" is not defined', LIFE),
+    name_case(
         "wrong attribute (neighbours)",
         "wrong attribute",
         "self.neighbours(r, c)",
@@ -475,7 +475,7 @@ LIFE_CASES = (
         _attribute("neighbors", "Life*"),
         LIFE,
     ),
-    _name_case(
+    name_case(
         "misspelled name (cells)",
         "misspelled name",
         "list(cells(life.grid))",
@@ -484,7 +484,7 @@ LIFE_CASES = (
         '"celss" is not defined',
         LIFE,
     ),
-    _name_case(
+    name_case(
         "str + int (generation)",
         "str + int",
         '"generation " + str(life.generation)',
@@ -495,11 +495,11 @@ LIFE_CASES = (
     ),
     _syntax("missing colon (def step)", "missing colon", "def step(self) -> None:", "def step(self) -> None", LIFE),
     _syntax("unclosed bracket (subscript)", "unclosed bracket", "total += self.grid[rr][cc]", "total += self.grid[rr][cc", LIFE),
-    _name_case(
+    name_case(
         "unindented loop body (cells)", "unindented body", "                yield r, c", "            yield r, c", "yield", NO_BLOCK, LIFE
     ),
     _missing_return("missing return (population)", "return sum(sum(row)", "sum(sum(row)", "population", LIFE),
-    _name_case(
+    name_case(
         "wrong argument count (step)", "wrong argument count", "life.step()", "life.step(1)", "1)", "Expected 0 positional arguments", LIFE
     ),
 )

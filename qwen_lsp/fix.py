@@ -1,5 +1,8 @@
 """Fix one diagnostic: the model rewrites the smallest unit (function, class or statement) that
-holds it, and the answer becomes a minimal edit only if it verifiably fixes the problem.
+holds it, and the answer becomes a minimal edit only if it verifiably fixes the problem. An
+error that fully determines its edit (a missing import, a header's ':', a method's `self`, extra
+arguments, a number added to a text, a misspelling with one close name: syntax/repairs.py) is
+fixed without the model, under the same verification.
 
 Verification is by re-parsing: no syntax error may remain in the unit or appear anywhere, a
 syntax diagnostic must be gone, and a diagnostic about a name (undefined, misspelled, wrong
@@ -23,7 +26,7 @@ from qwen_lsp.config import Settings
 from qwen_lsp.edits import TextEdit, apply_edits, edits_keeping_line_ends, split_lines, to_lf
 from qwen_lsp.engine.base import ChatMessage, Engine, GenerationRequest
 from qwen_lsp.prompting import render as prompts
-from qwen_lsp.syntax import names, symbols
+from qwen_lsp.syntax import names, repairs, symbols
 from qwen_lsp.syntax.diagnostics import Problem, parse, problems_in
 from qwen_lsp.syntax.documents import Document
 
@@ -277,6 +280,7 @@ def verify(doc: Document, problem: Problem, unit: Unit, new_unit: str) -> str | 
     fixed = old_lf[: span.start] + to_lf(new_unit) + old_lf[span.start + span.old_length :]
     return (
         _syntax_failure(doc, problem, first_line=unit.first_line, old_lf=old_lf, fixed=fixed, span=span)
+        or _new_definition_failure(doc, problem, unit, new_unit)
         or _flagged_name_failure(doc, problem, unit, new_unit, _bound(doc, fixed, span))
         or _new_names_failure(doc, problem, old_lf, fixed, span)
     )
@@ -325,6 +329,14 @@ def _flagged_name_failure(doc: Document, problem: Problem, unit: Unit, new_unit:
 
 
 _WORD = re.compile(r"[A-Za-z_]\w*")
+_DEFINES = re.compile(r"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+(\w+)", re.M)
+
+
+def _new_definition_failure(doc: Document, problem: Problem, unit: Unit, new_unit: str) -> str | None:
+    """A fix defines no function or class the unit did not (a small model pastes the class it
+    was shown into its answer), unless the error is that very name being undefined."""
+    added = set(_DEFINES.findall(new_unit)) - set(_DEFINES.findall(unit.text)) - {flagged_name(doc, problem)}
+    return f"the change adds a definition of `{sorted(added)[0]}`, which the error does not need" if added else None
 
 
 def _new_names_failure(doc: Document, problem: Problem, old_lf: str, fixed: str, span: _Span) -> str | None:
@@ -410,10 +422,27 @@ def _without_copied_imports(doc: Document, unit: Unit, code: str) -> str:
     return "\n".join(lines[copied:])
 
 
+def repaired(doc: Document, problem: Problem) -> tuple[TextEdit, ...] | None:
+    """The edits the error fully determines (syntax/repairs.py), if they pass verification
+    within the lines they touch and the unit around the error."""
+    found = repairs.repair(doc, problem)
+    if not found:
+        return None
+    edits = tuple(TextEdit(r.start, r.end, r.text) for r in found)
+    unit = find_unit(doc, problem)
+    first = min([unit.first_line] + [doc.position_at(e.start)[0] for e in edits])
+    last = max([unit.last_line] + [doc.position_at(e.end)[0] for e in edits])
+    unit = _unit(doc, first, last)
+    return edits if verify(doc, problem, unit, _applied(unit, edits)) is None else None
+
+
 async def propose_fix(engine: Engine, settings: Settings, doc: Document, problem: Problem) -> FixResult:
     edit = import_fix(doc, problem)
     if edit is not None and verify_import(doc, problem, edit) is None:
         return FixResult((edit,), attempts=0)
+    determined = repaired(doc, problem)
+    if determined is not None:  # no model needed
+        return FixResult(determined, attempts=0)
     unit = find_unit(doc, problem)
     messages = build_messages(doc, problem, unit)
     failure = ""
