@@ -316,3 +316,34 @@ async def test_a_keystroke_during_generation_never_yields_a_cut_off_suggestion(c
         result = await inline_completion(oracle, uri, end_of(before))
         full = result.items[0].insert_text if result.items else ""
         assert not (answer != full and full.startswith(answer)), f"cut off: {answer!r} of {full!r}"
+
+
+# An empty line in the middle of a body, its indentation already there (as an editor leaves it
+# after Enter): the tokenizer joins a whitespace run's last space to the word after it, so a
+# prompt that ends with the whole run is one the model never saw. It answered nothing, a comment,
+# or code with one space too many (an IndentationError once accepted).
+INDENTED_GAP = '''class Printer:
+    def __init__(self, indent=1, width=80, depth=None, stream=None):
+        self._depth = depth
+        self._indent_per_level = indent
+        self._stream = stream
+        @@
+        self._sort_dicts = True
+
+    def format(self, obj):
+        return repr(obj)[: self._width]
+'''
+
+
+@pytest.mark.parametrize("indent", ["    ", "\t"], ids=["spaces", "tabs"])
+async def test_a_suggestion_on_an_indented_empty_line_is_code_at_that_indentation(client, tmp_path, indent):
+    source = INDENTED_GAP.replace("    ", indent)
+    text = source.replace("@@", "")
+    uri = open_doc(client, str(tmp_path / "printer.py"), text)
+    at = position_of(source.replace("@@", "\0"), "\0")
+    at = lsp.Position(at.line, at.character - 1)
+    result = await inline_completion(client, uri, at)
+    assert result.items, "no suggestion on an indented empty line"
+    suggestion = result.items[0].insert_text
+    assert suggestion[:1] not in (" ", "\t", "#"), f"code at the line's indentation, got {suggestion!r}"
+    compile(source.replace("@@", suggestion), "printer.py", "exec")

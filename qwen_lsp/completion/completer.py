@@ -49,8 +49,10 @@ class Suggestion:
 
 
 def fim_prompt(ctx: Context) -> Prompt:
-    """The prompt ends at the cursor (see context.py), so it also serves to warm the KV cache."""
-    return render_prompt("fim.txt", header=ctx.header, prefix=ctx.prefix, suffix=ctx.suffix, middle=ctx.middle)
+    """The prompt ends at the cursor (see layout.py), so it also serves to warm the KV cache;
+    a space or tab right before the cursor is the model's to write (`Context.held_back`)."""
+    middle = ctx.middle[: len(ctx.middle) - len(ctx.held_back)]
+    return render_prompt("fim.txt", header=ctx.header, prefix=ctx.prefix, suffix=ctx.suffix, middle=middle)
 
 
 class Completer:
@@ -94,7 +96,7 @@ class Completer:
             else:
                 text = await flight.result()
                 if text is not None:
-                    text = complete_lines(text, flight.generation.stats.stop_reason, ctx)
+                    text = complete_lines(text, flight.stop_reason, ctx)
                 if text and text.startswith(typed):
                     cleaned = postprocess.clean(text[len(typed) :], ctx)
                     return Suggestion(cleaned, offset) if cleaned else None
@@ -143,7 +145,7 @@ class Completer:
         if self.cache.get(doc.text[:offset], doc.text[offset:]) is not None:
             return
         request = GenerationRequest(prompt=self.prompt(settings, doc, ctx), max_tokens=0)
-        self._warming = Flight(self._engine().generate(request), doc.text[:offset], doc.text[offset:], lambda _: False)
+        self._warming = Flight(self._engine().generate(request), doc.text[:offset], doc.text[offset:], lambda _: False, ctx.held_back)
 
     # -- the project around the documents (see project_context.py) ---------------------------------
     def set_workspace(self, folders: list[Path]) -> None:
@@ -194,7 +196,7 @@ class Completer:
         """A new generation's text (None if it was superseded), a block cut short trimmed."""
         flight = self._start(settings, doc, ctx, before, after)
         text = await flight.result()
-        return None if text is None else complete_lines(text, flight.generation.stats.stop_reason, ctx)
+        return None if text is None else complete_lines(text, flight.stop_reason, ctx)
 
     def _start(self, settings: Settings, doc: Document, ctx: Context, before: str, after: str) -> Flight:
         if self._warming is not None and not self._warming.done:
@@ -208,7 +210,7 @@ class Completer:
             max_generation_time=settings.completion_max_ms / 1000 if settings.completion_max_ms > 0 else None,
         )
         generation = self._engine().generate(request)
-        flight = Flight(generation, before, after, lambda text: postprocess.end_of_suggestion(text, ctx) is not None)
+        flight = Flight(generation, before, after, lambda text: postprocess.end_of_suggestion(text, ctx) is not None, ctx.held_back)
         self._flights[doc.uri] = flight
         return flight
 

@@ -22,9 +22,11 @@ class Flight:
     answer supersedes it, the generation is cancelled so the engine is free at once.
     """
 
-    def __init__(self, generation: Generation, before: str, after: str, is_done: Callable[[str], bool]) -> None:
+    def __init__(self, generation: Generation, before: str, after: str, is_done: Callable[[str], bool], held_back: str = "") -> None:
         self.generation = generation
         self.before, self.after = before, after
+        # Typed before the cursor but left for the model to write (see layout.Context.held_back).
+        self.held_back = held_back
         self.superseded = False
         self._waiters = 0
         self._is_done = is_done
@@ -37,9 +39,20 @@ class Flight:
         token budget (the caller keeps its complete lines). None if it was cancelled."""
         async with self.generation as generation:
             async for _ in generation:
-                if self._is_done(generation.text):
-                    return generation.text  # leaving the block stops the rest of the generation
-        return None if self.generation.stats.stop_reason is StopReason.CANCELLED else self.generation.text
+                if not generation.text.startswith(self.held_back[: len(generation.text)]):
+                    return ""  # it went another way than what was typed: no suggestion here
+                if self._is_done(self.text):
+                    return self.text  # leaving the block stops the rest of the generation
+        return None if self.stop_reason is StopReason.CANCELLED else self.text
+
+    @property
+    def text(self) -> str:
+        """What the model wrote after the cursor so far."""
+        return self.generation.text[len(self.held_back) :]
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self.generation.stats.stop_reason
 
     @property
     def done(self) -> bool:
@@ -53,7 +66,7 @@ class Flight:
         typed = before[len(self.before) :]
         if len(typed) > TYPE_THROUGH_CHARS:
             return None
-        text = self.generation.text
+        text = self.text
         if typed and not text:
             return None  # still reading its prompt: one that holds the typed text costs no more
         return typed if text.startswith(typed) or typed.startswith(text) else None
