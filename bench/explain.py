@@ -8,7 +8,7 @@ filter: the function's name and each parameter named; no mention of a README, te
 documentation or files the prompt did not show; no code-like name (in backticks, snake_case,
 CamelCase, dotted) that appears nowhere in the prompt. Writes a Markdown report and a PNG plot.
 
-    python -m bench explain [--functions N] [--out DIR]
+    python -m bench explain [--functions N] [--only NAME,...] [--no-bare] [--out DIR]
 """
 
 from __future__ import annotations
@@ -110,8 +110,12 @@ def _definitions(tree: ast.Module) -> list[tuple[ast.FunctionDef, str]]:
     return found
 
 
-def pick_functions(count: int) -> list[Function]:
+def pick_functions(count: int, only: tuple[str, ...] = ()) -> list[Function]:
+    """The first `count` functions, or of them those whose qualified name (`module.Class.name`)
+    ends with one of `only` (to compare a change on a few, on a shared machine)."""
     picked = [f for module in MODULES for f in functions_of(module)[:PER_MODULE]]
+    if only:
+        picked = [f for f in picked if any(f"{f.module}.{f.name}".endswith(name) for name in only)]
     return picked[:count]
 
 
@@ -194,10 +198,12 @@ async def ours(client: LanguageClient, watcher: Watcher, function: Function, num
 
 
 def our_prompt(function: Function, text: str, language: str | None) -> tuple[str, int, int]:
-    """The prompt the server built (the same feature code, run here) and its character range."""
+    """What the server showed the model of the code (the same feature code, run here: its last
+    message; not the instructions, nor the worked example, whose names are not the code's) and
+    the function's character range."""
     doc = Document(function.path.as_uri(), text, 1, "python")
     start, end = doc.offset_at(function.first_line, 0), doc.offset_at(function.end_line, 0)
-    return "\n".join(m.content for m in explain.build_messages(doc, start, end, language)), start, end
+    return explain.ask(doc, start, end, language).shown, start, end
 
 
 # -- the bare side: the model in this process, a plain prompt ---------------------------------------
@@ -216,13 +222,14 @@ async def bare(engine: Engine, code: str, max_tokens: int) -> Run:
 
 async def run(args: argparse.Namespace) -> Path:
     model = resolve_model(args.model, "", None)
-    functions = pick_functions(args.functions)
+    functions = pick_functions(args.functions, tuple(n for n in args.only.split(",") if n))
     settings = Settings()
     watcher = Watcher()
     client = await start_server(model, watcher, args.language, args.threads)
-    rows: list[tuple[Function, Run, Run]] = []
+    rows: list[Row] = []
     engine = LocalEngine(LocalSettings(model_path=str(model), n_threads=args.threads or None), lambda progress: model)
-    engine.start()
+    if args.bare:
+        engine.start()
     try:
         for number, function in enumerate(functions):
             text = function.path.read_text(encoding="utf-8")
@@ -232,16 +239,11 @@ async def run(args: argparse.Namespace) -> Path:
             token = f"bench-explain-{number}"
             mine = Run(watcher.first_text.get(token, total), watcher.first_sentence.get(token, total), total, answer)
             mine.failures = grounding_failures(answer, prompt, function)
-            code = text[start:end].strip("\n")
-            theirs = await bare(engine, code, explain.max_tokens(settings, code) if args.same_length else settings.explain_max_tokens)
-            theirs.failures = grounding_failures(theirs.text, PLAIN.format(code=code), function)
+            theirs = await bare_run(engine, settings, text[start:end].strip("\n"), function, args) if args.bare else None
             rows.append((function, mine, theirs))
-            print(
-                f"{function.module}.{function.name}: ours first {mine.first_text:.2f}s sentence {mine.first_sentence:.2f}s "
-                f"total {mine.total:.1f}s {'ok' if not mine.failures else mine.failures} | bare first {theirs.first_text:.2f}s "
-                f"total {theirs.total:.1f}s {'ok' if not theirs.failures else theirs.failures}",
-                flush=True,
-            )
+            print(f"{function.module}.{function.name}: ours {brief(mine)} | bare {brief(theirs)}", flush=True)
+            if args.verbose:
+                print(mine.text, flush=True)
     finally:
         engine.close()
         await client.shutdown_async(None)
@@ -250,15 +252,39 @@ async def run(args: argparse.Namespace) -> Path:
     return report(Path(args.out), rows, args)
 
 
+async def bare_run(engine: Engine, settings: Settings, code: str, function: Function, args: argparse.Namespace) -> Run:
+    run = await bare(engine, code, explain.max_tokens(settings, code) if args.same_length else settings.explain_max_tokens)
+    run.failures = grounding_failures(run.text, PLAIN.format(code=code), function)
+    return run
+
+
+def brief(run: Run | None) -> str:
+    if run is None:
+        return "not run"
+    return (
+        f"first {run.first_text:.2f}s sentence {run.first_sentence:.2f}s total {run.total:.1f}s "
+        f"{'ok' if not run.failures else run.failures}"
+    )
+
+
 # -- the report ------------------------------------------------------------------------------------
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def summary_rows(rows: list[tuple[Function, Run, Run]]) -> list[str]:
+Row = tuple[Function, Run, Run | None]  # the bare side is None when it was not run (--no-bare)
+
+
+def sides(rows: list[Row]) -> list[tuple[str, list[Run]]]:
+    """Each side that ran, labelled, with its runs."""
+    found = [("qwen-lsp (server, `qwen.explain`)", [row[1] for row in rows])]
+    bare_runs = [row[2] for row in rows if row[2] is not None]
+    return found + ([("bare model, plain prompt", bare_runs)] if bare_runs else [])
+
+
+def summary_rows(rows: list[Row]) -> list[str]:
     lines = ["| | first text p50 | first sentence p50 | total p50 | passes every check |", "| --- | --- | --- | --- | --- |"]
-    for label, side in (("qwen-lsp (server, `qwen.explain`)", 1), ("bare model, plain prompt", 2)):
-        runs = [row[side] for row in rows]
+    for label, runs in sides(rows):
         passed = sum(not r.failures for r in runs)
         lines.append(
             f"| {label} | {median([r.first_text for r in runs]):.2f} s | {median([r.first_sentence for r in runs]):.2f} s | "
@@ -267,7 +293,13 @@ def summary_rows(rows: list[tuple[Function, Run, Run]]) -> list[str]:
     return lines
 
 
-def report(out: Path, rows: list[tuple[Function, Run, Run]], args: argparse.Namespace) -> Path:
+def cells(run: Run | None) -> str:
+    if run is None:
+        return "— | not run"
+    return f"{run.first_text:.2f} / {run.total:.1f} | {'; '.join(run.failures) or 'ok'}"
+
+
+def report(out: Path, rows: list[Row], args: argparse.Namespace) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Explain: grounded answers through the server, beside the bare model",
@@ -289,10 +321,7 @@ def report(out: Path, rows: list[tuple[Function, Run, Run]], args: argparse.Name
         "| --- | --- | --- | --- | --- |",
     ]
     for function, mine, theirs in rows:
-        lines.append(
-            f"| `{function.module}.{function.name}` | {mine.first_text:.2f} / {mine.total:.1f} | "
-            f"{'; '.join(mine.failures) or 'ok'} | {theirs.first_text:.2f} / {theirs.total:.1f} | {'; '.join(theirs.failures) or 'ok'} |"
-        )
+        lines.append(f"| `{function.module}.{function.name}` | {cells(mine)} | {cells(theirs)} |")
     lines += ["", "![explain](explain.png)", "", "## Answers (ours)", ""]
     for function, mine, _ in rows[:3]:
         lines += [f"### `{function.module}.{function.name}`", "", mine.text, ""]
@@ -301,24 +330,25 @@ def report(out: Path, rows: list[tuple[Function, Run, Run]], args: argparse.Name
     return out / "report.md"
 
 
-def plot(path: Path, rows: list[tuple[Function, Run, Run]]) -> None:
+def plot(path: Path, rows: list[Row]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = ["qwen-lsp", "bare model"]
-    for side, label in ((1, labels[0]), (2, labels[1])):
-        times = sorted(row[side].first_text for row in rows)
+    ran = sides(rows)
+    labels = ["qwen-lsp", "bare model"][: len(ran)]
+    for (_, runs), label in zip(ran, labels, strict=True):
+        times = sorted(run.first_text for run in runs)
         left.plot(range(1, len(times) + 1), times, marker="o", label=label)
     left.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     left.set_xlabel("functions, sorted")
     left.set_ylabel("time to first text (s)")
     left.set_title("Time to first text")
     left.legend()
-    passed = [sum(not row[side].failures for row in rows) / len(rows) * 100 for side in (1, 2)]
-    right.bar(labels, passed, color=["C0", "C1"])
+    passed = [sum(not run.failures for run in runs) / len(runs) * 100 for _, runs in ran]
+    right.bar(labels, passed, color=["C0", "C1"][: len(ran)])
     right.axhline(90, color="grey", linestyle="--", linewidth=1)
     right.set_ylim(0, 100)
     right.set_ylabel("% passing every grounding check")
@@ -331,6 +361,9 @@ def plot(path: Path, rows: list[tuple[Function, Run, Run]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench explain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--functions", type=int, default=len(MODULES) * PER_MODULE, help="how many functions to explain")
+    parser.add_argument("--only", default="", help="comma-separated names: only the functions whose name ends so")
+    parser.add_argument("--bare", action=argparse.BooleanOptionalAction, default=True, help="also run the bare model")
+    parser.add_argument("--verbose", action="store_true", help="print each of our answers")
     parser.add_argument("--language", default=None, help="the client's locale, e.g. zh-cn (default: none, English)")
     parser.add_argument(
         "--same-length",

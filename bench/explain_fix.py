@@ -74,7 +74,7 @@ async def bench_explain(engine: Engine, settings: Settings, count: int) -> tuple
     ours, bare = [], []
     for name in EXPLAIN_TARGETS[:count]:
         start, end = function_range(name)
-        request = GenerationRequest(messages=explain.build_messages(doc, start, end), max_tokens=settings.explain_max_tokens)
+        request, _ = explain.request(settings, doc, start, end)
         ours.append(await timed_stream(engine, request))
         plain = f"Explain this code:\n```python\n{PROGRAM[start:end]}\n```"
         bare_request = GenerationRequest(messages=(ChatMessage("user", plain),), max_tokens=settings.explain_max_tokens)

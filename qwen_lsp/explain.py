@@ -55,11 +55,12 @@ class Language:
     pitfalls: str
     parameters: str
     returns: str
+    example: str  # the worked example's answer, written in this language: prompts/explain_example_<this>.md
 
 
-ENGLISH = Language("English", "Summary", "Steps", "Pitfalls", "Parameters", "Returns")
-SIMPLIFIED_CHINESE = Language("Chinese (简体中文)", "概述", "步骤", "注意", "参数", "返回")
-TRADITIONAL_CHINESE = Language("Traditional Chinese (繁體中文)", "概述", "步驟", "注意", "參數", "返回")
+ENGLISH = Language("English", "Summary", "Steps", "Pitfalls", "Parameters", "Returns", "en")
+SIMPLIFIED_CHINESE = Language("Chinese (简体中文)", "概述", "步骤", "注意", "参数", "返回", "zh-hans")
+TRADITIONAL_CHINESE = Language("Traditional Chinese (繁體中文)", "概述", "步驟", "注意", "參數", "返回", "zh-hant")
 LANGUAGES: dict[str, Language] = {
     "en": ENGLISH,
     "zh": SIMPLIFIED_CHINESE,
@@ -69,14 +70,14 @@ LANGUAGES: dict[str, Language] = {
     "zh-tw": TRADITIONAL_CHINESE,
     "zh-hk": TRADITIONAL_CHINESE,
     "zh-hant": TRADITIONAL_CHINESE,
-    "ja": Language("Japanese (日本語)", "概要", "手順", "注意点", "引数", "戻り値"),
-    "ko": Language("Korean (한국어)", "요약", "단계", "주의", "매개변수", "반환"),
-    "de": Language("German (Deutsch)", "Zusammenfassung", "Schritte", "Fallstricke", "Parameter", "Rückgabe"),
-    "fr": Language("French (français)", "Résumé", "Étapes", "Pièges", "Paramètres", "Retour"),
-    "es": Language("Spanish (español)", "Resumen", "Pasos", "Trampas", "Parámetros", "Devuelve"),
-    "it": Language("Italian (italiano)", "Riepilogo", "Passaggi", "Insidie", "Parametri", "Restituisce"),
-    "pt": Language("Portuguese (português)", "Resumo", "Passos", "Armadilhas", "Parâmetros", "Retorno"),
-    "ru": Language("Russian (русский)", "Кратко", "Шаги", "Подводные камни", "Параметры", "Возвращает"),
+    "ja": Language("Japanese (日本語)", "概要", "手順", "注意点", "引数", "戻り値", "ja"),
+    "ko": Language("Korean (한국어)", "요약", "단계", "주의", "매개변수", "반환", "ko"),
+    "de": Language("German (Deutsch)", "Zusammenfassung", "Schritte", "Fallstricke", "Parameter", "Rückgabe", "de"),
+    "fr": Language("French (français)", "Résumé", "Étapes", "Pièges", "Paramètres", "Retour", "fr"),
+    "es": Language("Spanish (español)", "Resumen", "Pasos", "Trampas", "Parámetros", "Devuelve", "es"),
+    "it": Language("Italian (italiano)", "Riepilogo", "Passaggi", "Insidie", "Parametri", "Restituisce", "it"),
+    "pt": Language("Portuguese (português)", "Resumo", "Passos", "Armadilhas", "Parâmetros", "Retorno", "pt"),
+    "ru": Language("Russian (русский)", "Кратко", "Шаги", "Подводные камни", "Параметры", "Возвращает", "ru"),
 }
 
 
@@ -149,24 +150,51 @@ def _names(names: tuple[str, ...]) -> str:
     return ", ".join(f"`{n}`" for n in names)
 
 
-def answer_form(found: outline.Outline, lines: int, language: Language) -> str:
-    """The answer's skeleton, with a slot for each fact the tree shows: the name, each parameter,
-    what it returns, the names it uses from elsewhere. A small model fills slots it is given far
-    more reliably than it follows rules."""
-    summary = f"`{found.name}` <does what, in one sentence>" if found.name else "<what the code does, in one sentence>"
-    form = [f"**{language.summary}:** {summary}"]
-    if found.parameters:
-        form += [f"**{language.parameters}:**", *(f"- `{p}`: <…>" for p in found.parameters)]
-    uses = f", naming {_names(found.outside_names[:6])} where it uses them" if found.outside_names else ""
-    form += [f"**{language.steps}:**", f"1. <a step{uses}>"]
-    form += [f"{n}. <…>" for n in range(2, max(2, min(6, lines // 4)) + 1)]
-    if found.returns or found.gives_back:
-        form.append(f"**{language.returns}:** <what it returns{f' (`{found.returns}`)' if found.returns else ''}>")
-    form.append(f"**{language.pitfalls}:** <only an edge case or side effect the code shows; else leave this line out>")
-    return "\n".join(form)
+def example(language: Language) -> tuple[ChatMessage, ChatMessage]:
+    """One question and its answer, the same for every request in one language: a small model
+    copies the form of an answer it has given far more faithfully than it fills in a described
+    form (whose slots it copies), and these messages, like the system message, stay in the KV
+    cache from one request to the next. The answer is in the language asked for: an English one
+    draws the model into English."""
+    headings = {
+        "summary": language.summary,
+        "parameters": language.parameters,
+        "steps": language.steps,
+        "returns": language.returns,
+    }
+    return (
+        ChatMessage("user", prompts.render("explain_example_user.md", language_name=language.name)),
+        ChatMessage("assistant", prompts.render(f"explain_example_{language.example}.md", **headings)),
+    )
 
 
-def build_messages(doc: Document, start: int, end: int, language: str | None = None) -> tuple[ChatMessage, ...]:
+def answer_start(found: outline.Outline, language: Language) -> str:
+    """The first words of the answer, written by us: the summary's heading and, for a function,
+    its name and parameters, which the model goes on to say what it does with. A small model told
+    to name them often does not; given them as its own first words, it carries on from them."""
+    start = f"**{language.summary}:**"
+    if found.name is None:
+        return start
+    if found.kind == "class":
+        return f"{start} `{found.name}`"
+    return f"{start} `{found.name}({', '.join(found.parameters)})`"
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What the model is given: the messages, and the start of its answer."""
+
+    messages: tuple[ChatMessage, ...]
+    answer_start: str
+
+    @property
+    def shown(self) -> str:
+        """What the model was shown of the user's code (the user message): the answer may name
+        only what is in it. The system message's words (its form, "README") do not count."""
+        return self.messages[-1].content
+
+
+def ask(doc: Document, start: int, end: int, language: str | None = None) -> Asked:
     """The system message is the same for every request in one language, so that its evaluation
     is kept in the KV cache; what changes comes after it."""
     speech = language_of(language)
@@ -180,11 +208,20 @@ def build_messages(doc: Document, start: int, end: int, language: str | None = N
         language=doc.language_id,
         context=context(doc, start, end, found.outside_names),
         selection=selection,
+        uses=f"It uses from elsewhere: {_names(found.outside_names[:6])}." if found.outside_names else "",
         language_name=speech.name,
-        form=answer_form(found, selection.count("\n") + 1, speech),
     )
-    system = prompts.render("explain_system.md", language_name=speech.name)
-    return (ChatMessage("system", system), ChatMessage("user", user))
+    system = ChatMessage("system", prompts.render("explain_system.md", language_name=speech.name, pitfalls=speech.pitfalls))
+    return Asked((system, *example(speech), ChatMessage("user", user)), answer_start(found, speech))
+
+
+def request(settings: Settings, doc: Document, start: int, end: int, language: str | None = None) -> tuple[GenerationRequest, Asked]:
+    """The generation request: the messages, and the answer's start for the model to continue."""
+    asked = ask(doc, start, end, language)
+    generate = GenerationRequest(
+        messages=asked.messages, answer_start=asked.answer_start, max_tokens=max_tokens(settings, doc.text[start:end])
+    )
+    return generate, asked
 
 
 def max_tokens(settings: Settings, selection: str) -> int:
@@ -333,19 +370,18 @@ async def explain(
 ) -> Explanation:
     """Stream the explanation of doc.text[start:end], in `language` (a BCP-47 tag or POSIX locale;
     English when None or unknown), through `on_update`; the result's text is the last update."""
-    messages = build_messages(doc, start, end, language)
-    request = GenerationRequest(messages=messages, max_tokens=max_tokens(settings, doc.text[start:end]))
-    answer = GroundedText("\n".join(m.content for m in messages))
+    generate, asked = request(settings, doc, start, end, language)
+    answer = GroundedText(asked.shown)
     shown = ""
-    generation = engine.generate(request, lambda f: on_update(ExplainUpdate(prompt_fraction=f)))
+    generation = engine.generate(generate, lambda f: on_update(ExplainUpdate(prompt_fraction=f)))
     async with generation:
-        async for _ in generation:
-            text = answer.update(generation.text).strip()
+        async for _ in generation:  # the answer's start shows with the model's first words
+            text = answer.update(asked.answer_start + generation.text).strip()
             if text != shown:
                 shown = text
                 on_update(ExplainUpdate(text=text))
     stopped = generation.stats.stop_reason is StopReason.STOP
-    text = answer.result(generation.text, stopped)
+    text = answer.result(asked.answer_start + generation.text, stopped)
     if text != shown:
         on_update(ExplainUpdate(text=text))
     return Explanation(text, stopped)

@@ -322,7 +322,7 @@ async def test_a_keystroke_during_generation_never_yields_a_cut_off_suggestion(c
 # after Enter): the tokenizer joins a whitespace run's last space to the word after it, so a
 # prompt that ends with the whole run is one the model never saw. It answered nothing, a comment,
 # or code with one space too many (an IndentationError once accepted).
-INDENTED_GAP = '''class Printer:
+INDENTED_GAP = """class Printer:
     def __init__(self, indent=1, width=80, depth=None, stream=None):
         self._depth = depth
         self._indent_per_level = indent
@@ -332,7 +332,7 @@ INDENTED_GAP = '''class Printer:
 
     def format(self, obj):
         return repr(obj)[: self._width]
-'''
+"""
 
 
 @pytest.mark.parametrize("indent", ["    ", "\t"], ids=["spaces", "tabs"])

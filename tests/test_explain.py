@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import os
 import re
+from collections.abc import Callable
 
 import pytest
 from lsprotocol import types as lsp
@@ -16,6 +17,7 @@ from pytest_lsp import ClientServerConfig, client_capabilities
 from bench.fix_cases import PROGRAM
 from qwen_lsp import explain
 from qwen_lsp.config import Settings
+from qwen_lsp.engine.base import Engine, Generation, GenerationRequest, StopReason
 from qwen_lsp.syntax.documents import Document
 from tests.conftest import SERVER, code_actions_parsed_right, open_doc, plain, server_env, server_status
 
@@ -54,8 +56,7 @@ def messages_of(reports: list[object]) -> list[str]:
 def test_prompt_has_the_selections_context() -> None:
     doc = Document("file:///tmp/inventory.py", PROGRAM, 1, "python")
     start = PROGRAM.index(SNIPPET)
-    _system, user = explain.build_messages(doc, start, start + len(SNIPPET))
-    text = user.content
+    text = explain.ask(doc, start, start + len(SNIPPET)).shown
     assert SNIPPET.strip() in text
     assert "def summary(items: list[Item]) -> str:" in text  # the enclosing signature
     assert "import json" not in text  # imports only of the names it uses (none here)
@@ -182,29 +183,39 @@ BOXES = PROGRAM[PROGRAM.index("def boxes_needed") : PROGRAM.index("def summary")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
-def test_prompt_names_the_parameters_the_return_and_the_outside_names() -> None:
+def test_the_answer_starts_with_the_functions_name_and_parameters_written_by_the_server() -> None:
     doc = Document("file:///tmp/inventory.py", PROGRAM, 1, "python")
     start = PROGRAM.index(BOXES)
-    system, user = explain.build_messages(doc, start, start + len(BOXES))
+    asked = explain.ask(doc, start, start + len(BOXES))
+    assert asked.answer_start == "**Summary:** `boxes_needed(items, per_box)`"
+    generate, _ = explain.request(Settings(), doc, start, start + len(BOXES))
+    assert generate.messages == asked.messages and generate.answer_start == asked.answer_start
+    system, _question, example_answer, user = asked.messages
     assert "README" in system.content  # what not to claim
-    form = user.content[user.content.index("in this form:") :]
-    assert "**Summary:** `boxes_needed` <does what" in form
-    assert "**Parameters:**\n- `items`: <…>\n- `per_box`: <…>\n" in form  # a slot for each parameter
-    assert "naming `Item`, `math` where it uses them" in form and "**Returns:** <what it returns (`int`)>" in form
-    assert "import math" in user.content and "Answer in English" in user.content
-    # The system message is the same for every selection, so that its KV cache is kept.
-    other = explain.build_messages(doc, PROGRAM.index("def summary"), len(PROGRAM))
-    assert other[0] == system
+    assert example_answer.role == "assistant" and example_answer.content.startswith("**Summary:** `area(width, height)`")
+    assert "import math" in user.content and "It uses from elsewhere: `Item`, `math`." in user.content
+    assert "Answer in English" in user.content
+    # What comes before the user's code is the same for every selection, so that the KV cache
+    # keeps its evaluation from one request to the next.
+    other = explain.ask(doc, PROGRAM.index("def summary"), len(PROGRAM))
+    assert other.messages[:3] == asked.messages[:3]
+    assert explain.ask(doc, start + BOXES.index("    return"), start + len(BOXES)).answer_start == "**Summary:**"
 
 
 def test_the_language_comes_from_a_bcp47_tag_or_a_posix_locale() -> None:
-    system, user = explain.build_messages(Document("file:///tmp/inventory.py", PROGRAM, 1, "python"), 0, 40, "zh-cn")
-    assert "Chinese (简体中文)" in system.content and "**概述:**" in user.content and "Answer in Chinese" in user.content
+    asked = explain.ask(Document("file:///tmp/inventory.py", PROGRAM, 1, "python"), 0, 40, "zh-cn")
+    system, _, example_answer, user = asked.messages
+    assert "Chinese (简体中文)" in system.content and "Answer in Chinese" in user.content
+    assert asked.answer_start == "**概述:**" and "**参数:**" in example_answer.content
     assert explain.language_of("zh_CN.UTF-8") == explain.language_of("zh-Hans") == explain.language_of("zh")
     assert explain.language_of("zh-TW").name.startswith("Traditional Chinese")
     assert explain.language_of("ja").name.startswith("Japanese") and explain.language_of("de-AT").name.startswith("German")
     for tag in (None, "", "C", "POSIX", "en-US", "tlh"):
         assert explain.language_of(tag) is explain.ENGLISH
+    # Each language has its worked example (an English one draws the model into English).
+    for language in explain.LANGUAGES.values():
+        _, answer = explain.example(language)
+        assert answer.content.startswith(f"**{language.summary}:** `area(width, height)`") and "$" not in answer.content
 
 
 def test_length_scales_with_the_selection() -> None:
@@ -261,6 +272,43 @@ def test_an_answer_is_never_emptied_and_an_unfinished_sentence_is_not_kept() -> 
 def test_copied_slots_of_the_form_are_cleaned_up() -> None:
     answer = "**Summary:** `dedent` <removes common indentation>.\n**Pitfalls:** None, so this line is omitted.\n"
     assert streamed(answer)[1] == "**Summary:** `dedent` removes common indentation."
+
+
+class Scripted(Engine):
+    """An engine whose answer is given: what the feature does with an answer, not the model."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__()
+        self.answer = answer
+
+    def start(self) -> None:
+        pass
+
+    def generate(self, request: GenerationRequest, on_prompt_progress: Callable[[float], None] | None = None) -> Generation:
+        generation = Generation(request, asyncio.get_running_loop(), on_prompt_progress)
+        for word in re.findall(r"\S*\s*", self.answer):
+            generation.emit_text(word)
+        generation.stats.stop_reason = StopReason.STOP
+        generation.emit_done()
+        return generation
+
+    def describe(self) -> dict[str, object]:
+        return {"backend": "scripted"}
+
+    def close(self, wait: float | None = None) -> None:
+        pass
+
+
+async def test_the_filter_judges_the_answer_against_the_code_not_the_instructions() -> None:
+    """The system message says "never mention a README" and the worked example names `width`:
+    neither makes a README or `width` something the code showed."""
+    doc = Document("file:///tmp/inventory.py", PROGRAM, 1, "python")
+    start = PROGRAM.index(BOXES)
+    answer = " divides `items` into boxes. It is described in the README.\n**Steps:**\n1. Sums `quantity`. Then scales by `width`.\n"
+    updates: list[explain.ExplainUpdate] = []
+    result = await explain.explain(Scripted(answer), Settings(), doc, start, start + len(BOXES), updates.append)
+    assert result.text == "**Summary:** `boxes_needed(items, per_box)` divides `items` into boxes. \n**Steps:**\n1. Sums `quantity`."
+    assert result.complete and updates[-1].text == result.text
 
 
 def test_chinese_sentences_are_cut_at_chinese_stops() -> None:

@@ -552,8 +552,12 @@ def test_special_token_text_in_a_file_is_plain_text_to_the_model(model_path):
         ),
     )
     assert [t for t in fim if t in special.values()] == [special["<|fim_prefix|>"], special["<|fim_suffix|>"], special["<|fim_middle|>"]]
-    chat = tokenize_prompt(vocab, GenerationRequest(messages=(ChatMessage("system", "Explain."), ChatMessage("user", PLANTED))))
+    messages = (ChatMessage("system", "Explain."), ChatMessage("user", PLANTED))
+    chat = tokenize_prompt(vocab, GenerationRequest(messages=messages, answer_start="`f(<|im_end|>)`"))
     assert chat.count(special["<|im_start|>"]) == 3 and chat.count(special["<|im_end|>"]) == 2
+    start = vocab.tokenize(b"<|im_start|>assistant\n", add_bos=False, special=True)
+    assert chat[chat.index(start[0], len(chat) - 20) :][: len(start)] == start, "the answer's start follows the open assistant turn"
+    assert vocab.detokenize(chat[len(chat) - 12 :]).decode().endswith("assistant\n`f(<|im_end|>)`")
 
 
 def test_special_token_text_is_defused_before_it_goes_to_a_remote_server(model_path):
@@ -581,6 +585,11 @@ def test_special_token_text_is_defused_before_it_goes_to_a_remote_server(model_p
     content = chat["messages"][0]["content"]
     assert not special & set(vocab.tokenize(content.encode(), add_bos=False, special=True))
     assert content.replace("\u200b", "") == hostile, "only the special spellings change"
+    continued = engine._body(GenerationRequest(messages=(ChatMessage("user", "hi"),), answer_start=hostile, max_tokens=8), "qwen")
+    last = continued["messages"][-1]
+    assert last["role"] == "assistant" and last["content"].replace("\u200b", "") == hostile
+    assert not special & set(vocab.tokenize(last["content"].encode(), add_bos=False, special=True))
+    assert continued["continue_final_message"] is True and continued["add_generation_prompt"] is False
 
 
 FIX_TEXT = "def first():\n    return 1\n\n\ndef broken(x):\n    return x +\n\n\ndef last():\n    return 3\n"

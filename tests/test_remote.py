@@ -209,7 +209,9 @@ async def test_explain_streams_through_the_remote_server(model_server, start_lsp
 async def test_fix_through_the_remote_server(model_server, start_lsp, tmp_path):
     server = model_server.ensure_running()
     client = await start_lsp(remote_args(server), {"fixMaxTokens": 120}, with_key())
-    broken = 'def greet(name)\n    return "Hello, " + name\n\n\nprint(greet("Ada"))\n'
+    # A bracket left open: where it closes is the model's call (a missing colon, say, is fixed
+    # without the model; see syntax/repairs.py).
+    broken = 'def greet(name):\n    return "Hello, " + name.title(\n\n\nprint(greet("Ada"))\n'
     uri = open_doc(client, str(tmp_path / "greet.py"), broken)
     while not client.diagnostics.get(uri):  # our own syntax diagnostics arrive after didOpen
         await asyncio.sleep(0.05)
@@ -217,7 +219,7 @@ async def test_fix_through_the_remote_server(model_server, start_lsp, tmp_path):
     actions = await client.text_document_code_action_async(
         lsp.CodeActionParams(lsp.TextDocumentIdentifier(uri), diagnostic.range, lsp.CodeActionContext(diagnostics=[diagnostic]))
     )
-    quickfix = next(a for a in actions if a.kind == lsp.CodeActionKind.QuickFix)
+    quickfix = next(a for a in actions if isinstance(a, lsp.CodeAction) and a.kind == lsp.CodeActionKind.QuickFix)
     asked = len(client_ports(server.text(), "/v1/chat/completions"))
     resolved = await client.code_action_resolve_async(quickfix)
     assert len(client_ports(server.text(), "/v1/chat/completions")) > asked, "the fix did not come from the server"

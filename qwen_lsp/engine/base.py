@@ -63,6 +63,9 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     # Wall-clock budget for generation after the first token (seconds); None means no limit.
     max_generation_time: float | None = None
+    # Chat only: the first words of the answer, already written; the model continues them (the
+    # generated text does not repeat them).
+    answer_start: str = ""
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):

@@ -58,7 +58,7 @@ def tokenize_prompt(llm: Llama, request: GenerationRequest) -> list[int]:
         for message in request.messages:
             result += tokens(f"<|im_start|>{message.role}\n", True) + tokens(message.content, False)
             result += tokens("<|im_end|>\n", True)
-        return result + tokens("<|im_start|>assistant\n", True)
+        return result + tokens("<|im_start|>assistant\n", True) + tokens(request.answer_start, False)
     assert request.prompt is not None
     return [token for piece in request.prompt.pieces for token in tokens(piece.text, not piece.user)]
 
