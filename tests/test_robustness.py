@@ -485,3 +485,70 @@ async def test_closing_at_the_end_stops_the_models_work_and_waits_for_it(model_p
     assert not any(t.name == "qwen-lsp-engine" and t.is_alive() for t in threading.enumerate()), "the worker still runs"
     await asyncio.wait_for(asyncio.gather(*answers), 5)
     assert [g.stats.stop_reason for g in (running, queued)] == [StopReason.CANCELLED] * 2
+
+
+# -- a remote engine replaced mid-stream (item 15) ----------------------------------------------------
+class SlowOpenAI(FakeOpenAI):
+    """Streams `words` words (" w0 w1 …": the space before the cursor is the model's to write),
+    `delay` seconds apart, without [DONE]: an answer still being written when the engine is
+    replaced. `streaming` is set once the first word is out."""
+
+    def __init__(self, words: int, delay: float = 0.05) -> None:
+        super().__init__()
+        self.words, self.delay = words, delay
+        self.streaming = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+        length = next((int(v) for k, _, v in (line.partition(":") for line in head[1:]) if k.lower() == "content-length"), 0)
+        await reader.readexactly(length)
+        self.requests.append((head[0], ""))
+        if head[0].startswith("GET"):
+            body = json.dumps({"data": [{"id": "qwen"}]}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            chat = "/chat/" in head[0]
+            try:
+                for n in range(self.words):
+                    choice = {"delta": {"content": f" w{n}"}} if chat else {"text": f" w{n}"}
+                    event = f"data: {json.dumps({'choices': [{'index': 0, **choice}]})}\n\n".encode()
+                    writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    await writer.drain()
+                    self.streaming.set()
+                    await asyncio.sleep(self.delay)
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+            except ConnectionError:
+                return  # the client hung up: what a cancel does
+        writer.close()
+
+
+async def test_replacing_a_remote_engine_lets_the_answer_in_flight_finish(make_client, tmp_path):
+    """Item 15: a settings change that rebuilds the engine closed the old engine's HTTP client
+    under a stream in flight; the request answered an error ("broke the stream: ReadError")
+    that the editor shows. The answer being written is read to its end instead."""
+    async with SlowOpenAI(words=30) as remote:
+        client = await make_client(options={"backend": "openai", "endpoint": remote.endpoint(), "completionMaxMs": 0})
+        uri = open_doc(client, str(tmp_path / "a.py"), "def add(a, b):\n    return ")
+        pending = asyncio.ensure_future(client.text_document_inline_completion_async(completion_params(uri)))
+        await asyncio.wait_for(remote.streaming.wait(), 10)
+        client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings={"nThreads": 1}))
+        result = await asyncio.wait_for(pending, 15)
+    assert not [m.message for m in client.messages if m.type == lsp.MessageType.Error]
+    assert result.items and result.items[0].insert_text.split()[-1] == "w29", result
+
+
+async def test_a_remote_stream_cut_at_the_end_of_the_session_ends_as_cancelled():
+    """`close(wait=...)` (the session ends) stops what is in flight: the request ends cancelled,
+    not with an error about a broken stream."""
+    from qwen_lsp.engine.base import ChatMessage, GenerationRequest
+    from qwen_lsp.engine.remote import RemoteEngine, RemoteSettings
+
+    async with SlowOpenAI(words=100) as remote:
+        engine = RemoteEngine(RemoteSettings(endpoint=remote.endpoint()))
+        generation = engine.generate(GenerationRequest(messages=(ChatMessage("user", "explain"),), max_tokens=200))
+        await asyncio.wait_for(remote.streaming.wait(), 10)
+        engine.close(wait=5)
+        text = await asyncio.wait_for(generation.complete(), 5)
+    assert text.startswith(" w0") and generation.stats.stop_reason is StopReason.CANCELLED

@@ -1,5 +1,6 @@
 """Bounded soaks: thousands of completion requests typed into a document, most cancelled within
-milliseconds, explains mixed in. Every request is answered, the server's memory stops growing
+milliseconds, explains mixed in, a settings change that rebuilds the engine and a TCP reconnect
+with a request in flight inside the storm. Every request is answered, the server's memory stops growing
 after warm-up, and no thread, task or pending request is left behind. (`python -m
 bench soak` runs the same soak as a command and writes a report with a plot.)"""
 
@@ -20,6 +21,9 @@ def check(result: SoakResult, rss_growth_limit: int) -> None:
     assert result.served + result.cancelled == result.sent
     assert result.cancelled > 0, "the cancellation storm cancelled nothing"
     assert result.explains > 0
+    # The storm's events happened: the engine was rebuilt under queued requests, and a client
+    # hung up on a request in flight and connected again (what came after it was answered).
+    assert (result.settings_changes, result.reconnects, result.abandoned) == (1, 1, 1)
     # Nothing accumulates inside the server: no task, pending request or thread left behind.
     assert result.inside_after == result.inside_before
     assert result.threads[-1][1] == result.threads[0][1]

@@ -110,6 +110,8 @@ class RemoteEngine(Engine):
         self._client: httpx.AsyncClient | None = None
         self._probe: asyncio.Task[None] | None = None
         self._listing = asyncio.Lock()  # one model listing at a time, not one per waiting request
+        self._streams: set[asyncio.Task[None]] = set()  # requests in flight, which own the client
+        self._closed = False
 
     # -- public ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -128,8 +130,12 @@ class RemoteEngine(Engine):
         on_prompt_progress: Callable[[float], None] | None = None,
     ) -> Generation:
         generation = RemoteGeneration(request, asyncio.get_running_loop(), on_prompt_progress)
-        generation.task = generation.loop.create_task(self._serve(generation))
-        generation.task.add_done_callback(lambda task: self._cancelled(generation) if task.cancelled() else None)
+        if self._closed:  # whoever replaced this engine serves new requests
+            generation.emit_done(EngineError("The model engine was replaced (the settings changed); ask again."))
+            return generation
+        generation.task = task = generation.loop.create_task(self._serve(generation))
+        self._streams.add(task)
+        task.add_done_callback(lambda task: self._ended(task, generation))
         return generation
 
     def describe(self) -> dict[str, object]:
@@ -142,12 +148,17 @@ class RemoteEngine(Engine):
         }
 
     def close(self, wait: float | None = None) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            try:
-                asyncio.get_running_loop().create_task(client.aclose())
-            except RuntimeError:  # the loop is gone and its sockets with it
-                pass
+        """Take no more requests. Streams in flight are read to their end (a settings change must
+        not turn an answer being written into an error); with `wait` (the session ends) they are
+        cancelled. The connections close once the last stream has ended."""
+        self._closed = True
+        if self._probe is not None:
+            self._probe.cancel()
+        if wait is not None:
+            for task in self._streams:
+                task.cancel()
+        if not self._streams:
+            self._close_client()
 
     # -- requests --------------------------------------------------------------------------------
     @property
@@ -179,6 +190,21 @@ class RemoteEngine(Engine):
                 except (ValueError, KeyError, IndexError, TypeError) as exc:
                     raise self._failure(f"{self.endpoint}/models lists no model; set --model-name.") from exc
             return self.model_name
+
+    def _ended(self, task: asyncio.Task[None], gen: Generation) -> None:
+        self._streams.discard(task)
+        if task.cancelled():  # before `_serve` started: it had no chance to answer
+            self._cancelled(gen)
+        if self._closed and not self._streams:
+            self._close_client()
+
+    def _close_client(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            try:
+                asyncio.get_running_loop().create_task(client.aclose())
+            except RuntimeError:  # the loop is gone and its sockets with it
+                pass
 
     def _cancelled(self, gen: Generation) -> None:
         gen.stats.stop_reason = StopReason.STOP if gen.enough else StopReason.CANCELLED
@@ -223,6 +249,11 @@ class RemoteEngine(Engine):
         else:
             assert request.messages is not None
             body["messages"] = [{"role": m.role, "content": defuse(m.content)} for m in request.messages]
+            if request.answer_start:
+                # A last assistant message is continued, not answered: llama-server and Ollama do
+                # so by themselves, vLLM when told.
+                body["messages"].append({"role": "assistant", "content": defuse(request.answer_start)})
+                body.update(continue_final_message=True, add_generation_prompt=False)
         return body
 
     async def _stream(self, gen: Generation) -> None:

@@ -114,12 +114,14 @@ async function testGhostText(page) {
   let ghost;
   try {
     ghost = await waitFor("ghost text", () => readGhost(page), timeout, 5);
+    result.ghost_path = "typing";
   } catch {
-    // The model may have had nothing to say while typing; ask once more as a user would (Alt+\).
+    // None while typing: whether an explicit Alt+\ would have given some tells the two failures
+    // apart (the test fails either way: ghost text while typing is what it is for).
     note("no ghost text from typing: triggering inline suggestions");
     await page.keyboard.press("Alt+Backslash");
     lastKeystroke = Date.now();
-    result.ghost_triggered_explicitly = true;
+    result.ghost_path = "Alt+\\";
     ghost = await waitFor("ghost text after Alt+\\", () => readGhost(page), timeout, 5);
   }
   result.ghost_ms = Date.now() - lastKeystroke;
@@ -196,16 +198,16 @@ async function testExplain(page) {
   note(`explained in ${watched.snapshots.length} snapshots`);
   await screenshot(page, "vscode-explain.png");
 
-  // Stop: the panel says so and the text stops growing.
+  // Stop: the panel says so; the test compares its text with what the server's log says it
+  // streamed before the cancel reached it.
   await selectLines(page, first, last);
   await runCommand(page, "Qwen: Explain Selection");
   await waitFor("streamed text", async () => (await state.innerText()) === "streaming…", 120000, 10);
   await frame.locator("#stop").click();
   await waitFor("the stop", async () => (await state.innerText()) === "stopped", 30000);
-  const stoppedText = (await content.innerText()).trim();
   await new Promise((resolve) => setTimeout(resolve, 2000));
   result.stopped_state = await state.innerText();
-  result.stopped_text_grew = (await content.innerText()).trim() !== stoppedText;
+  result.stopped_text = (await content.innerText()).trim();
   note("stopped");
   await screenshot(page, "vscode-explain-stopped.png");
 }
@@ -295,6 +297,17 @@ async function acceptInstallOffer(page) {
   note(`installed and ready after ${result.install_ms} ms`);
 }
 
+// The status bar item's tooltip: what the server's `qwen/status` said (state, model, last request).
+async function statusTooltip(page) {
+  const item = page.locator(".statusbar-item:has(.codicon-sparkle)", { hasText: "Qwen" }).first();
+  await item.hover();
+  const hover = page.locator(".workbench-hover, .monaco-hover").filter({ hasText: "Model:" }).first();
+  await hover.waitFor({ state: "visible", timeout: 15000 });
+  const text = (await hover.innerText()).trim();
+  await page.mouse.move(0, 0);
+  return text;
+}
+
 // The status bar item once the model is loaded ($(sparkle) Qwen …).
 async function statusReady(page) {
   const ready = page.locator(".statusbar-item:has(.codicon-sparkle)", { hasText: "Qwen" });
@@ -319,6 +332,8 @@ async function main(page) {
   }
   result.status_ready = await waitFor("the model to load", () => statusReady(page), 180000, 100);
   note(`status bar: ${result.status_ready}`);
+  result.status_tooltip = await statusTooltip(page);
+  note(`status bar tooltip: ${JSON.stringify(result.status_tooltip)}`);
   await page.locator(".monaco-editor .view-lines").first().click();
   await testGhostText(page);
   if (env.QWEN_E2E_EXPLAIN) {
