@@ -81,9 +81,20 @@ class Settings:
         "A block cut short keeps its complete lines.",
         minimum=0,
     )
-    # The prompt is read at ~100 tokens/s when cold.
+    # The prompt is read at ~200 tokens/s when cold (2 cores).
     completion_context_tokens: int = setting(
-        1024, "Prompt budget for the code around the cursor, in tokens (read at about 100 a second when cold).", minimum=64
+        1024, "Prompt budget for the code around the cursor, in tokens (read at about 200 a second when cold).", minimum=64
+    )
+    # llama.vim's t_max_prompt_ms idea: at a new place a whole window takes 2-3 s to read here.
+    completion_cold_prompt_ms: int = setting(
+        800,
+        "Most time a completion may spend reading what the cache does not hold of its prompt (milliseconds; 0: no "
+        "limit). Beyond it the suggestion comes from a smaller window (completionColdContextTokens), and the full one "
+        "is read in the background for the next.",
+        minimum=0,
+    )
+    completion_cold_context_tokens: int = setting(
+        256, "Prompt budget for the code around the cursor when the full prompt would take too long to read.", minimum=64
     )
     # 12 MB per 1,000 tokens: 96 MB keeps ~8,000 tokens, a dozen files' prompts, and RSS stays
     # under 800 MB with the model loaded.

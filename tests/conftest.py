@@ -17,6 +17,9 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from qwen_lsp.engine.model_pack import bundled_model
 
 SERVER = [sys.executable, "-m", "qwen_lsp", "serve"]
+# Completion without its time budgets: on a loaded machine they would turn a test's suggestion
+# into none (a line cut short is dropped) or into one from the small cold window.
+NO_TIME_LIMITS: dict[str, object] = {"completionMaxMs": 0, "completionColdPromptMs": 0}
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +87,7 @@ async def client(model_path: Path, make_client: Callable[..., object]) -> Langua
     """A Neovim-profile client on a server running the real model. Without a generation time
     budget: on a loaded machine the budget cuts lines short, which then give no suggestion (the
     budget has tests of its own)."""
-    return await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)), options={"completionMaxMs": 0})  # type: ignore[misc]
+    return await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)), options=NO_TIME_LIMITS)  # type: ignore[misc]
 
 
 def open_doc(client: LanguageClient, path: str, text: str, version: int = 1) -> str:

@@ -16,7 +16,7 @@ from qwen_lsp.completion import postprocess
 from qwen_lsp.completion.completer import complete_lines
 from qwen_lsp.completion.layout import Context, Mode
 from qwen_lsp.engine.base import StopReason
-from tests.conftest import open_doc, position_of, server_env, server_status, settled_status
+from tests.conftest import NO_TIME_LIMITS, open_doc, position_of, server_env, server_status, settled_status
 from tests.helpers import inline_completion
 
 BODY = '''import math
@@ -60,7 +60,7 @@ async def recent_count(client, expected: int = 1, attempts: int = 50) -> int:
 async def client(model_path, make_client):
     """The real model with no time limit on a completion: a loaded machine must not turn these
     tests' suggestions into none (a line cut short by the limit is dropped)."""
-    return await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)), options={"completionMaxMs": 0})
+    return await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)), options=NO_TIME_LIMITS)
 
 
 async def test_completes_a_line_in_a_function_body(client, tmp_path):
@@ -94,7 +94,7 @@ async def test_type_through_is_served_from_the_cache(client, tmp_path):
 
 async def test_a_newer_request_from_the_same_document_supersedes_the_older(make_client, model_path, tmp_path):
     # A limit far above what a line needs: a generation that ends early was stopped, not cut.
-    client = await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)), options={"completionMaxTokens": 400, "completionMaxMs": 0})
+    client = await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)), options={**NO_TIME_LIMITS, "completionMaxTokens": 400})
     # The older request needs a long prompt (~1,000 tokens, many seconds cold).
     body = "".join(f"def helper_{i}(x):\n    return x * {i} + {i * 7}\n\n\n" for i in range(60))
     text = body + "def main():\n    value = "
@@ -347,3 +347,33 @@ async def test_a_suggestion_on_an_indented_empty_line_is_code_at_that_indentatio
     suggestion = result.items[0].insert_text
     assert suggestion[:1] not in (" ", "\t", "#"), f"code at the line's indentation, got {suggestion!r}"
     compile(source.replace("@@", suggestion), "printer.py", "exec")
+
+
+async def test_a_cold_place_is_answered_from_a_small_window_and_the_full_one_warms_behind_it(make_client, model_path, tmp_path):
+    """Issue 16: reading a whole window at a new place takes seconds. Past the cold budget the
+    engine answers from the small window, the full one is read right after, and the next
+    keystroke there is answered from the full window, warm."""
+    options = {"completionMaxMs": 0, "completionColdPromptMs": 300, "completionColdContextTokens": 128}
+    client = await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)), options=options)
+    helpers = "".join(f"def helper_{i}(x):\n    return x * {i} + {i * 7}\n\n\n" for i in range(60))
+    text = helpers + "def main(values):\n    total = 0\n    for value in values:\n        total += "
+    uri = open_doc(client, str(tmp_path / "long.py"), text)
+    result = await inline_completion(client, uri, end_of(text))
+    assert result.items, "no suggestion from the small window"
+    recent = (await settled_status(client))["recent"]
+    answered = next((r for r in recent if r["generated_tokens"]), None)
+    assert answered is not None and answered["fell_back"] and answered["prompt_tokens"] < 250, recent
+    recent = (await settled_status(client, recent.index(answered) + 2, attempts=1200))["recent"]
+    warmed = recent[recent.index(answered) + 1]
+    assert not warmed["fell_back"] and warmed["prompt_tokens"] > 2 * answered["prompt_tokens"], warmed
+    typed_char = "q" if not result.items[0].insert_text.startswith("q") else "z"  # not typed through
+    type_text(client, uri, 2, end_of(text), typed_char)
+    await inline_completion(client, uri, end_of(text + typed_char))
+    for _ in range(600):
+        typed = next((r for r in (await server_status(client))["recent"][len(recent) :] if r["generated_tokens"]), None)
+        if typed is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert typed is not None, "the keystroke was not answered by the model"
+    assert not typed["fell_back"] and typed["prompt_tokens"] >= warmed["prompt_tokens"], typed
+    assert typed["evaluated_tokens"] < 20, typed

@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from lsprotocol import types as lsp
 
-from tests.conftest import open_doc, position_of, server_env, settled_status
+from tests.conftest import NO_TIME_LIMITS, open_doc, position_of, server_env, settled_status
 from tests.helpers import inline_completion
 from tests.rawlsp import resolve_fix_with_fake_answer
 from tests.test_completion import BODY, end_of
@@ -23,7 +23,7 @@ NO_MODEL = {"QWEN_LSP_MODEL": "/nonexistent/none.gguf"}  # features that never s
 async def client(model_path, make_client):
     """The real model with no time limit on a completion: what these paths do must not depend on
     how busy the machine is (a completion cut short by the limit is no suggestion)."""
-    return await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)), options={"completionMaxMs": 0})
+    return await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)), options=NO_TIME_LIMITS)
 
 
 def edit(client, uri: str, version: int, start: lsp.Position, end: lsp.Position, text: str) -> None:

@@ -22,7 +22,7 @@ from lsprotocol import types as lsp
 
 from qwen_lsp.completion.project_context import ProjectContext
 from qwen_lsp.engine.tokens import Prompt
-from tests.conftest import open_doc, server_env, server_status, settled_status
+from tests.conftest import NO_TIME_LIMITS, open_doc, server_env, server_status, settled_status
 from tests.helpers import inline_completion
 from tests.test_completion import end_of, type_text
 from tests.test_project import INVENTORY, ORDERS, write
@@ -37,7 +37,7 @@ async def project_client(make_client, model_path: Path, root: Path, tokens: int 
     write(root, {"shop/__init__.py": "", "shop/inventory.py": INVENTORY, "shop/orders.py": ORDERS + "\n"})
     env = server_env(QWEN_LSP_MODEL=str(model_path))
     # No time limit: what is checked is what the model knows, not how fast a shared machine is.
-    options = {"projectContextTokens": tokens, "completionMaxMs": 0}
+    options = {**NO_TIME_LIMITS, "projectContextTokens": tokens}
     return await make_client(env=env, options=options, workspace=root)
 
 

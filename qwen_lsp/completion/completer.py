@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qwen_lsp.completion import layout as context
 from qwen_lsp.completion import postprocess
@@ -38,6 +39,8 @@ ANSWER_SETTINGS = (
     "completion_max_tokens",
     "completion_max_ms",
     "completion_context_tokens",
+    "completion_cold_prompt_ms",
+    "completion_cold_context_tokens",
     "project_context_tokens",
 )
 
@@ -196,6 +199,9 @@ class Completer:
         """A new generation's text (None if it was superseded), a block cut short trimmed."""
         flight = self._start(settings, doc, ctx, before, after)
         text = await flight.result()
+        if flight.generation.stats.fell_back:
+            # Answered from the small window: read the full one while the user reads the answer.
+            self._warm_at(settings, doc, len(before), ctx)
         return None if text is None else complete_lines(text, flight.stop_reason, ctx)
 
     def _start(self, settings: Settings, doc: Document, ctx: Context, before: str, after: str) -> Flight:
@@ -208,11 +214,20 @@ class Completer:
             prompt=self.prompt(settings, doc, ctx),
             max_tokens=settings.completion_max_tokens,
             max_generation_time=settings.completion_max_ms / 1000 if settings.completion_max_ms > 0 else None,
+            **self._fallback(settings, doc, len(before)),
         )
         generation = self._engine().generate(request)
         flight = Flight(generation, before, after, lambda text: postprocess.end_of_suggestion(text, ctx) is not None, ctx.held_back)
         self._flights[doc.uri] = flight
         return flight
+
+    def _fallback(self, settings: Settings, doc: Document, offset: int) -> dict[str, Any]:
+        """The smaller prompt the engine answers from when the full one is too cold to read in
+        time (its window is smaller; the place, and so the start of the answer, is the same)."""
+        if settings.completion_cold_prompt_ms <= 0 or settings.completion_cold_context_tokens >= settings.completion_context_tokens:
+            return {}
+        small = context.build(doc, offset, settings.completion_cold_context_tokens)
+        return {"fallback_prompt": self.prompt(settings, doc, small), "max_prompt_seconds": settings.completion_cold_prompt_ms / 1000}
 
 
 def answer_shape(settings: Settings) -> tuple[object, ...]:

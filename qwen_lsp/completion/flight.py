@@ -39,16 +39,16 @@ class Flight:
         token budget (the caller keeps its complete lines). None if it was cancelled."""
         async with self.generation as generation:
             async for _ in generation:
-                if not generation.text.startswith(self.held_back[: len(generation.text)]):
-                    return ""  # it went another way than what was typed: no suggestion here
                 if self._is_done(self.text):
                     return self.text  # leaving the block stops the rest of the generation
         return None if self.stop_reason is StopReason.CANCELLED else self.text
 
     @property
     def text(self) -> str:
-        """What the model wrote after the cursor so far."""
-        return self.generation.text[len(self.held_back) :]
+        """What the model wrote after the cursor so far (a model that did not write the
+        held-back space or tab goes on right after it)."""
+        text = self.generation.text
+        return text[len(self.held_back) :] if self.held_back and text.startswith(self.held_back) else text
 
     @property
     def stop_reason(self) -> StopReason | None:

@@ -66,6 +66,10 @@ class GenerationRequest:
     # Chat only: the first words of the answer, already written; the model continues them (the
     # generated text does not repeat them).
     answer_start: str = ""
+    # A smaller prompt to answer from instead when reading `prompt` (what the KV cache does not
+    # hold of it) would take longer than `max_prompt_seconds`. Backends that cannot tell ignore it.
+    fallback_prompt: Prompt | None = None
+    max_prompt_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
@@ -91,6 +95,7 @@ class GenerationStats:
     prompt_seconds: float = 0.0
     generation_seconds: float = 0.0
     stop_reason: StopReason | None = None
+    fell_back: bool = False  # answered from the request's fallback prompt (the full one was cold)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import ctypes
+import dataclasses
 import logging
 import os
 import queue
@@ -135,6 +136,11 @@ _ONE_MODEL = threading.Lock()
 # A live sequence of fewer tokens is not worth saving; a saved state is restored only when it
 # serves at least this many more tokens than the live one.
 MIN_SAVED_TOKENS = 64
+# Prompt reading speed until the engine has measured its own (bundled model, 2 cores, 256-token
+# steps: ../shared/notes/latency.md); then a running average of what it reads, so a loaded or
+# slower machine falls back to a request's smaller prompt sooner.
+INITIAL_PROMPT_TOKENS_PER_SECOND = 200.0
+RATE_SAMPLE_TOKENS = 64  # steps shorter than this say more about overhead than speed
 # A failed load is tried again on a request once this long has passed, or at once when what
 # the model resolver reads has changed (the user put the model file in place).
 LOAD_RETRY_SECONDS = 60.0
@@ -162,6 +168,7 @@ class LocalEngine(Engine):
         # A KV shift is applied at the next evaluation; a state saved before that would be stale.
         self._shift_pending = False
         self._abortable: Generation | None = None  # the request whose prompt is being evaluated
+        self._prompt_rate = INITIAL_PROMPT_TOKENS_PER_SECOND
         self._abort_callback: object = None  # kept alive while llama.cpp may call it
         self.model_path: Path | None = None
         self.load_seconds: float | None = None
@@ -324,6 +331,9 @@ class LocalEngine(Engine):
             return
 
         tokens = tokenize_prompt(llm, request)
+        if request.fallback_prompt is not None and self._cold_seconds(llm, tokens) > (request.max_prompt_seconds or 0.0):
+            tokens = tokenize_prompt(llm, dataclasses.replace(request, prompt=request.fallback_prompt, fallback_prompt=None))
+            stats.fell_back = True
         if len(tokens) + request.max_tokens > self.settings.n_ctx:
             raise EngineError(
                 f"Prompt of {len(tokens)} tokens plus {request.max_tokens} to generate does not fit "
@@ -341,6 +351,9 @@ class LocalEngine(Engine):
         started = time.perf_counter()
         evaluated = self._evaluate(llm, gen, tokens[reuse:])
         stats.prompt_seconds = time.perf_counter() - started
+        if stats.evaluated_tokens >= RATE_SAMPLE_TOKENS:
+            rate = stats.evaluated_tokens / max(stats.prompt_seconds, 1e-6)
+            self._prompt_rate = 0.7 * self._prompt_rate + 0.3 * rate
         if not evaluated:
             stats.stop_reason = StopReason.CANCELLED
             return
@@ -374,6 +387,13 @@ class LocalEngine(Engine):
             no_callback = llama_cpp.ggml_abort_callback()  # a NULL function pointer: no callback
             llama_cpp.llama_set_abort_callback(llm.ctx, no_callback, None)
             self._abortable = None
+
+    def _cold_seconds(self, llm: Llama, tokens: list[int]) -> float:
+        """How long reading `tokens` would take: what neither the live sequence nor a saved
+        state holds of them, at the speed measured lately."""
+        live = llm.input_ids[: llm.n_tokens].tolist()
+        served = max(self._served(live, tokens), self._prompts.best(tokens, self._served)[1])
+        return (len(tokens) - served) / self._prompt_rate
 
     def _served(self, cached: list[int], tokens: list[int]) -> int:
         """How many of `tokens` a KV cache holding `cached` can serve."""
