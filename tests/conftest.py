@@ -39,9 +39,10 @@ async def start_client(
     env: dict[str, str],
     initialization_options: dict[str, object] | None = None,
     workspace: Path | None = None,
+    command: list[str] = SERVER,
 ) -> LanguageClient:
     """A started and initialized server; `workspace` is sent as the root and only workspace folder."""
-    client = await ClientServerConfig(server_command=SERVER, server_env=env).start()
+    client = await ClientServerConfig(server_command=command, server_env=env).start()
     folders = [lsp.WorkspaceFolder(uri=workspace.resolve().as_uri(), name=workspace.name)] if workspace else None
     await client.initialize_session(
         lsp.InitializeParams(
@@ -60,7 +61,7 @@ ClientFactory = Callable[..., "AsyncIterator[LanguageClient]"]
 
 @pytest.fixture
 async def make_client() -> AsyncIterator[Callable[..., object]]:
-    """Start servers on demand: `await make_client(profile="neovim", env=..., options=..., workspace=...)`."""
+    """Start servers on demand: `await make_client(profile="neovim", env=..., options=..., workspace=..., command=...)`."""
     started: list[LanguageClient] = []
 
     async def factory(
@@ -69,8 +70,9 @@ async def make_client() -> AsyncIterator[Callable[..., object]]:
         options: dict[str, object] | None = None,
         capabilities: lsp.ClientCapabilities | None = None,
         workspace: Path | None = None,
+        command: list[str] = SERVER,
     ) -> LanguageClient:
-        client = await start_client(capabilities or client_capabilities(profile), env or server_env(), options, workspace)
+        client = await start_client(capabilities or client_capabilities(profile), env or server_env(), options, workspace, command)
         started.append(client)
         return client
 

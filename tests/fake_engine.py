@@ -31,6 +31,8 @@ WORDS = ("value", " + ", "1", " if ", "ready", " else ", "None")
 
 
 class FakeEngine(Engine):
+    keeps_prefills = True  # stands in for the in-process model
+
     def __init__(self, chat_answer: str | None = None) -> None:
         super().__init__()
         self.chat_answer = chat_answer

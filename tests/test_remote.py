@@ -10,14 +10,14 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import LanguageClient
 
 from qwen_lsp.config import parse_settings
 from tests.conftest import open_doc, server_env, server_status
@@ -100,9 +100,8 @@ def model_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture
-async def start_lsp(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+def start_lsp(make_client: Callable[..., object]) -> Callable[..., object]:
     """Start `python -m qwen_lsp [GLOBAL_ARGS] serve ARGS` under a Neovim-profile client."""
-    started: list[LanguageClient] = []
 
     async def start(
         args: list[str],
@@ -111,23 +110,9 @@ async def start_lsp(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
         global_args: tuple[str, ...] = (),
     ) -> LanguageClient:
         command = [sys.executable, "-m", "qwen_lsp", *global_args, "serve", *args]
-        client = await ClientServerConfig(server_command=command, server_env=env or server_env()).start()
-        await client.initialize_session(
-            lsp.InitializeParams(
-                capabilities=client_capabilities("neovim@v0.11.0"),
-                initialization_options=options or {},
-                process_id=os.getpid(),
-            )
-        )
-        started.append(client)
-        return client
+        return await make_client(env=env, options=options, command=command)  # type: ignore[no-any-return,operator]
 
-    yield start
-    for client in started:
-        try:
-            await client.shutdown_session()
-        except Exception:  # noqa: BLE001 - a test may have killed its server on purpose
-            await client.stop()
+    return start
 
 
 def remote_args(server: ModelServer) -> list[str]:
@@ -153,6 +138,7 @@ async def test_completion_through_the_remote_server_reuses_its_connection(model_
 
     uri = open_doc(client, str(tmp_path / "geometry.py"), FUNCTION)
     first = await inline_completion(client, uri, lsp.Position(FUNCTION.count("\n"), len("    return ")), invoked=True)
+    print("RECENT", (await server_status(client))["recent"])
     assert first.items, "the remote model gave no suggestion"
     # Not checked for quality: on a loaded machine the completion's time budget cuts it short.
     assert first.items[0].insert_text.strip()

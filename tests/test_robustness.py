@@ -222,31 +222,14 @@ FAKE_SERVER = [sys.executable, "-m", "tests.fake_engine"]
 
 
 @pytest.fixture
-async def fake_client():
+def fake_client(make_client):
     """Start servers running the fake engine: `await fake_client(options=..., answer=...)`."""
-    from pytest_lsp import ClientServerConfig, client_capabilities
-
-    started = []
 
     async def factory(options: dict | None = None, answer: str | None = None, capabilities=None):
         env = server_env(**({"QWEN_LSP_FAKE_ANSWER": answer} if answer is not None else {}))
-        client = await ClientServerConfig(server_command=FAKE_SERVER, server_env=env).start()
-        await client.initialize_session(
-            lsp.InitializeParams(
-                capabilities=capabilities or client_capabilities("neovim@v0.11.0"),
-                initialization_options=options or {},
-                process_id=None,
-            )
-        )
-        started.append(client)
-        return client
+        return await make_client(env=env, options=options, capabilities=capabilities, command=FAKE_SERVER)
 
-    yield factory
-    for client in started:
-        try:
-            await client.shutdown_session()
-        except Exception:  # noqa: BLE001 - a test may have killed its server on purpose
-            await client.stop()
+    return factory
 
 
 async def test_closing_a_document_while_its_completion_waits_answers_nothing(fake_client, tmp_path):
@@ -552,3 +535,20 @@ async def test_a_remote_stream_cut_at_the_end_of_the_session_ends_as_cancelled()
         engine.close(wait=5)
         text = await asyncio.wait_for(generation.complete(), 5)
     assert text.startswith(" w0") and generation.stats.stop_reason is StopReason.CANCELLED
+
+
+@pytest.mark.parametrize("chosen_by", ["settings", "command line"])
+async def test_no_idle_prefill_is_sent_to_a_remote_server(make_client, tmp_path, chosen_by):
+    """A remote server's prompt cache is its own: a guessed prefill there costs it real work and,
+    cut by a server going down, showed an error. The backend may be chosen by the settings or by
+    `serve --backend openai` flags (which the server's settings do not show)."""
+    async with FakeOpenAI() as remote:
+        if chosen_by == "settings":
+            client, uri = await remote_client(make_client, remote, tmp_path)
+        else:
+            command = [sys.executable, "-m", "qwen_lsp", "serve", "--backend", "openai", "--endpoint", remote.endpoint()]
+            client = await make_client(command=command)
+            uri = open_doc(client, str(tmp_path / "a.py"), "def add(a, b):\n    return ")
+        client.protocol.notify("qwen/cursorRested", {"textDocument": {"uri": uri}, "position": {"line": 1, "character": 11}})
+        await asyncio.sleep(1.0)
+    assert not [line for line, _ in remote.requests if line.startswith("POST")], remote.requests

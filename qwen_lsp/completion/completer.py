@@ -126,9 +126,9 @@ class Completer:
         """The cursor rests at `offset` (our editor plugins say so) or the document was just
         opened: evaluate the prompt there while the engine is idle, so that typing there starts
         warm. It queues behind generations already asked for, and a real request supersedes it
-        (see `_start`): the engine lets go within one prompt step. Only for the in-process
-        model: a remote server's prompt cache is its own, and a guess there costs it real work."""
-        if settings.backend != "local":
+        (see `_start`): the engine lets go within one prompt step. Only for an engine that
+        keeps what it read (the in-process model; see `Engine.keeps_prefills`)."""
+        if not self._engine().keeps_prefills:
             return
         if self._warming is not None and not self._warming.done:
             self._warming.supersede()  # the cursor moved on: only its newest resting place counts

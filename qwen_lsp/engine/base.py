@@ -207,6 +207,10 @@ class Engine(ABC):
     """A model backend. `start` begins loading in the background; `generate` may be called at
     any time and waits for the model if it is still loading."""
 
+    # Whether a prompt read while idle (max_tokens 0) is kept for the requests after it, in a
+    # cache of ours: a remote server's cache is its own, and a guess there costs it real work.
+    keeps_prefills: bool = False
+
     def __init__(self) -> None:
         self._listeners: list[StatusListener] = []
         self.status = EngineStatus(EngineState.IDLE)

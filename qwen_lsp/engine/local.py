@@ -147,6 +147,8 @@ LOAD_RETRY_SECONDS = 60.0
 
 
 class LocalEngine(Engine):
+    keeps_prefills = True
+
     def __init__(
         self,
         settings: LocalSettings,

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from tree_sitter import Node, Tree
 
+from qwen_lsp.syntax import symbols
+
 _PARAMETER_KINDS = {
     "identifier",
     "typed_parameter",
@@ -118,28 +120,13 @@ def _identifiers(node: Node | None, data: bytes) -> list[str]:
     return names
 
 
-def _names_read(tree: Tree, start_byte: int, end_byte: int, data: bytes) -> list[str]:
-    """Identifiers read in the range, in order of first use; attributes (`x.name`) left out."""
-    seen: dict[str, None] = {}
-    stack = [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.end_byte <= start_byte or node.start_byte >= end_byte:
-            continue
-        parent = node.parent
-        is_attribute = parent is not None and parent.type == "attribute" and parent.child_by_field_name("attribute") == node
-        is_keyword_arg = parent is not None and parent.type == "keyword_argument" and parent.child_by_field_name("name") == node
-        if node.type == "identifier" and not is_attribute and not is_keyword_arg:
-            seen.setdefault(_text(data, node), None)
-        stack.extend(reversed(node.children))
-    return list(seen)
-
-
 def outline(tree: Tree, data: bytes, start_byte: int, end_byte: int) -> Outline:
     """What the byte range is and what it relies on."""
     definition = _definition_in(tree, start_byte, end_byte, data)
     bound = _bound_in(tree, start_byte, end_byte, data)
-    outside = tuple(n for n in _names_read(tree, start_byte, end_byte, data) if n not in bound and n not in COMMON_NAMES)
+    outside = tuple(
+        n for n in symbols.names_used(tree, start_byte, end_byte, data, reads_only=True) if n not in bound and n not in COMMON_NAMES
+    )
     if definition is None:
         return Outline(None, None, (), None, False, outside)
     name_node = definition.child_by_field_name("name")

@@ -74,18 +74,27 @@ def top_level_definitions(tree: Tree, data: bytes) -> dict[str, Definition]:
     return found
 
 
-def names_used(tree: Tree, start_byte: int, end_byte: int, data: bytes) -> list[str]:
-    """Identifiers in the byte range, in order of first use."""
+def names_used(tree: Tree, start_byte: int, end_byte: int, data: bytes, *, reads_only: bool = False) -> list[str]:
+    """Identifiers in the byte range, in order of first use. `reads_only` leaves out those that
+    name no variable: attributes (`x.name`) and keyword arguments (`f(name=...)`)."""
     seen: dict[str, None] = {}
     stack = [tree.root_node]
     while stack:
         node = stack.pop()
         if node.end_byte <= start_byte or node.start_byte >= end_byte:
             continue
-        if node.type == "identifier":
+        if node.type == "identifier" and not (reads_only and _names_no_variable(node)):
             seen.setdefault(node_text(data, node), None)
         stack.extend(reversed(node.children))
     return list(seen)
+
+
+def _names_no_variable(node: Node) -> bool:
+    parent = node.parent
+    if parent is None:
+        return False
+    field = {"attribute": "attribute", "keyword_argument": "name"}.get(parent.type)
+    return field is not None and parent.child_by_field_name(field) == node
 
 
 def all_defined_names(tree: Tree, data: bytes) -> set[str]:
