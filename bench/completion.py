@@ -471,7 +471,8 @@ REST_SECONDS = 2.0  # the cursor rests this long before the user types (rested c
 SWITCH_SECONDS = 1.0  # between moving into another file and typing there
 CURSOR_RESTED = "qwen/cursorRested"
 # The configurations compared: the new caches, and the same server with them turned off.
-CONFIGS = {"new": ({}, True), "off": ({"promptCacheMb": 0}, False)}  # (initializationOptions, send rests)
+# "off" also answers cold places from the full window (no completionColdPromptMs fallback).
+CONFIGS = {"new": ({}, True), "off": ({"promptCacheMb": 0, "completionColdPromptMs": 0}, False)}  # (initializationOptions, send rests)
 
 
 @dataclass(frozen=True)
@@ -482,9 +483,9 @@ class ColdPlace:
     real: str  # the line removed
 
 
-def cold_places(count: int) -> list[ColdPlace]:
+def cold_places(count: int, salt: int = 0) -> list[ColdPlace]:
     """`count` statement lines inside functions, spread through COLD_MODULES, each in its own copy
-    of its module with that line's code removed."""
+    of its module with that line's code removed (another `salt`: other lines)."""
     candidates: dict[str, list[int]] = {}
     texts: dict[str, str] = {}
     for module_name in COLD_MODULES:
@@ -501,7 +502,7 @@ def cold_places(count: int) -> list[ColdPlace]:
     for k in range(count):
         module_name = COLD_MODULES[k % len(COLD_MODULES)]
         rows = candidates[module_name]
-        row = rows[(k // len(COLD_MODULES) * 7 + 3) * len(rows) // 29 % len(rows)]  # spread, deterministic
+        row = rows[(k // len(COLD_MODULES) * 7 + 3 + salt * 13) * len(rows) // 29 % len(rows)]  # spread, deterministic
         lines = texts[module_name].split("\n")
         indent = lines[row][: len(lines[row]) - len(lines[row].lstrip())]
         text = "\n".join([*lines[:row], indent, *lines[row + 1 :]])
@@ -555,12 +556,14 @@ async def last_stop_reason(client: LanguageClient) -> str | None:
 
 async def run_cold(client: LanguageClient, config: str, places: list[ColdPlace], rests: bool, result: MovesResult) -> None:
     """Open each place's file and ask at once (the cold figure); with rests, every third place is
-    asked again in a fresh copy after the cursor rested there for REST_SECONDS."""
-    for number, place in enumerate(places):
-        asked = [(False, f"file:///bench/cold_{config}_{number}.py")]
+    followed by another place of its module (one never asked, so no cached answer serves it),
+    asked after the cursor rested there for REST_SECONDS."""
+    rest_places = cold_places(len(places), salt=1)
+    for number, cold_place in enumerate(places):
+        asked = [(False, f"file:///bench/cold_{config}_{number}.py", cold_place)]
         if rests and number % 3 == 0:
-            asked.append((True, f"file:///bench/rested_{config}_{number}.py"))
-        for rested, uri in asked:
+            asked.append((True, f"file:///bench/rested_{config}_{number}.py", rest_places[number]))
+        for rested, uri, place in asked:
             client.text_document_did_open(
                 lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=place.text))
             )
@@ -788,7 +791,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--positions", type=int, default=60, help="cold places in stdlib files (moves)")
     parser.add_argument("--file-lines", type=int, default=8, help="lines typed per file visit in the multi-file replay (moves)")
     parser.add_argument("--model", help="GGUF model (default: QWEN_LSP_MODEL, then the bundled model)")
-    parser.add_argument("--out", default="bench/results", help="where the report and plot go")
+    parser.add_argument("--out", default="bench/results/completion", help="where the report and plot go")
     args = parser.parse_args(argv)
     args.argv = argv
     return asyncio.run(run(args))

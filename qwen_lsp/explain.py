@@ -245,10 +245,6 @@ _UNSHOWN = re.compile(
     r"examples? (?:provided|given) in|文档(?!字符串)|单元测试|测试用例|ドキュメント|テスト",
     re.I,
 )
-# The form's slots, which the model sometimes copies: `<what it does>` keeps its words; a
-# sentence about leaving a line out goes.
-_SLOT = re.compile(r"(?<![`\w])<([^<>`\n]*\s[^<>`\n]*)>(?![`\w])")
-_FORM_LEFTOVER = re.compile(r"<…>|line is (?:left out|omitted)|leave this line out", re.I)
 _MARKER = re.compile(r"\s*(?:\d+\.|[-*])\s+")
 _NUMBERED = re.compile(r"(\s*)\d+\.(?=\s)")
 _FILE_NAME = re.compile(r"\b[\w/-]+\.(?:py|md|txt|json|toml|cfg|yaml|yml|rst|ini|js|ts)\b")
@@ -320,8 +316,8 @@ class GroundedText:
                 self.held += unit
             else:
                 self.shown = unit
-        elif grounded(unit, self.prompt, self.known) and not _FORM_LEFTOVER.search(unit):
-            unit = _SLOT.sub(r"\1", self.marker + unit.lstrip() if self.marker else unit)
+        elif grounded(unit, self.prompt, self.known):
+            unit = self.marker + unit.lstrip() if self.marker else unit
             self.shown += self.held + self._numbered(unit)
             self.held = self.marker = ""
         else:

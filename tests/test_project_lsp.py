@@ -188,10 +188,10 @@ def test_sections_grow_as_the_cold_budget_reads_more_modules(tmp_path):
     text = "".join(f"from .m{n} import f{n}\n" for n in range(20)) + "".join(f"f{n}()\n" for n in range(20))
     project = ProjectContext([tmp_path])
     uri = (tmp_path / "pkg/main.py").as_uri()
-    first = project.prompt(uri, text, 10_000, FIM).text.count("<|file_sep|>")
+    first = project.prompt(uri, text, 1, 10_000, FIM).text.count("<|file_sep|>")
     for _ in range(5):
-        project.prompt(uri, text, 10_000, FIM)
-    assert first < 21 and project.prompt(uri, text, 10_000, FIM).text.count("<|file_sep|>") == 21
+        project.prompt(uri, text, 1, 10_000, FIM)
+    assert first < 21 and project.prompt(uri, text, 1, 10_000, FIM).text.count("<|file_sep|>") == 21
 
 
 def test_an_edited_buffer_leaves_no_stale_chunk(tmp_path):
@@ -201,9 +201,9 @@ def test_an_edited_buffer_leaves_no_stale_chunk(tmp_path):
     project = ProjectContext([tmp_path])
     main, notes = (tmp_path / "main.py").as_uri(), (tmp_path / "notes.py").as_uri()
     project.opened(notes, "OLD_NAME = 1\n")
-    assert "OLD_NAME" in project.prompt(main, "x = 1\n", 512, FIM).text
+    assert "OLD_NAME" in project.prompt(main, "x = 1\n", 1, 512, FIM).text
     project.edited(notes, "NEW_NAME = 1\n")
-    assert "_NAME" not in project.prompt(main, "x = 1\n", 512, FIM).text
+    assert "_NAME" not in project.prompt(main, "x = 1\n", 1, 512, FIM).text
     project.opened((tmp_path / "shop/inventory.py").as_uri(), INVENTORY)
     text = "from shop.inventory import Warehouse\nWarehouse('a')\n"
-    assert project.prompt(main, text, 512, FIM).text.count("<|file_sep|>shop/inventory.py") == 1
+    assert project.prompt(main, text, 2, 512, FIM).text.count("<|file_sep|>shop/inventory.py") == 1

@@ -460,7 +460,7 @@ async def test_closing_at_the_end_stops_the_models_work_and_waits_for_it(model_p
     engine = LocalEngine(LocalSettings(), lambda progress: model_path)
     long_prompt = Prompt.template("def f(x):\n    return x\n" * 400)  # some seconds to read
     reading = asyncio.Event()
-    running = engine.generate(GenerationRequest(prompt=long_prompt, max_tokens=0), lambda fraction: reading.set())
+    running = engine.generate(GenerationRequest(prompt=long_prompt, max_tokens=8), lambda fraction: reading.set())
     queued = engine.generate(GenerationRequest(prompt=Prompt.template("def g():\n"), max_tokens=8))
     answers = [asyncio.create_task(generation.complete()) for generation in (running, queued)]
     await asyncio.wait_for(reading.wait(), 120)
@@ -552,3 +552,28 @@ async def test_no_idle_prefill_is_sent_to_a_remote_server(make_client, tmp_path,
         client.protocol.notify("qwen/cursorRested", {"textDocument": {"uri": uri}, "position": {"line": 1, "character": 11}})
         await asyncio.sleep(1.0)
     assert not [line for line, _ in remote.requests if line.startswith("POST")], remote.requests
+
+
+async def test_a_prefill_gives_way_to_any_request_that_comes_while_it_reads(model_path):
+    """Idle work must never delay real work: a prefill (nothing to generate) being read when an
+    explanation arrives stops within a step, not after its whole prompt (a fix or explain
+    request waited up to a whole prefill)."""
+    from qwen_lsp.engine.base import ChatMessage, GenerationRequest
+    from qwen_lsp.engine.local import LocalEngine, LocalSettings
+    from qwen_lsp.engine.tokens import Prompt
+
+    engine = LocalEngine(LocalSettings(), lambda progress: model_path)
+    reading = asyncio.Event()
+    prefill = engine.generate(
+        GenerationRequest(prompt=Prompt.template("def f(x):\n    return x\n" * 300), max_tokens=0), lambda f: reading.set()
+    )
+    prefilled = asyncio.create_task(prefill.complete())
+    await asyncio.wait_for(reading.wait(), 120)
+    answer = await asyncio.wait_for(
+        engine.generate(GenerationRequest(messages=(ChatMessage("user", "Say hi."),), max_tokens=4)).complete(), 60
+    )
+    await prefilled
+    engine.close(wait=30)
+    assert answer
+    assert prefill.stats.stop_reason is StopReason.CANCELLED, prefill.stats
+    assert prefill.stats.evaluated_tokens < prefill.stats.prompt_tokens / 2, prefill.stats

@@ -78,7 +78,7 @@ class Completer:
 
     def prompt(self, settings: Settings, doc: Document, ctx: Context) -> Prompt:
         """The FIM prompt for `ctx`, behind what the model should know of the rest of the project."""
-        return self.project.prompt(doc.uri, doc.text, settings.project_context_tokens, fim_prompt(ctx))
+        return self.project.prompt(doc.uri, doc.text, doc.version, settings.project_context_tokens, fim_prompt(ctx))
 
     async def suggest(self, settings: Settings, doc: Document, offset: int) -> Suggestion | None:
         number = self._requests[doc.uri] = self._requests.get(doc.uri, 0) + 1

@@ -80,19 +80,25 @@ class ProjectContext:
         self.project = Project(folders or [])
         self.recent = RecentChunks()
         self._chosen: LRUCache[str, tuple[object, list[tuple[str, str]]]] = LRUCache(maxsize=64)
+        # Per document, its import lines at one version: reading them splits the whole text.
+        self._imports: LRUCache[str, tuple[int, str]] = LRUCache(maxsize=64)
 
     def set_folders(self, folders: list[Path]) -> None:
         self.project = Project(folders)
         self._chosen.clear()
 
-    def prompt(self, uri: str, text: str, budget_tokens: int, fim: Prompt) -> Prompt:
-        """`fim` behind the project's sections for this document (`fim` alone without any)."""
+    def prompt(self, uri: str, text: str, version: int, budget_tokens: int, fim: Prompt) -> Prompt:
+        """`fim` behind the project's sections for this document at `version` (`fim` alone
+        without any)."""
         path = path_of_uri(uri)
         if path is None or budget_tokens <= 0:
             return fim
+        imports = self._imports.get(uri)
+        if imports is None or imports[0] != version:
+            imports = self._imports[uri] = (version, import_lines(text))
         # `parses`: modules read since (by the warm-up of didOpen, or a request's cold budget)
         # may complete sections chosen before them; an unchanged module leaves them as they were.
-        key = (import_lines(text), self.project.generation, self.project.parses, self.recent.generation, budget_tokens)
+        key = (imports[1], self.project.generation, self.project.parses, self.recent.generation, budget_tokens)
         chosen = self._chosen.get(uri)
         if chosen is None or chosen[0] != key:
             chosen = (key, sections_for(self.project, text, path, budget_tokens, chunks=self.recent))
@@ -123,6 +129,7 @@ class ProjectContext:
     def closed(self, uri: str, text: str | None) -> None:
         self.project.close_buffer(uri)
         self._chosen.pop(uri, None)
+        self._imports.pop(uri, None)
         if text is not None:
             self._gather(uri, text, 0)
 

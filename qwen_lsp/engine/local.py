@@ -310,9 +310,15 @@ class LocalEngine(Engine):
         self._set_status(EngineStatus(EngineState.READY, f"{path.name} loaded in {self.load_seconds:.1f} s"))
 
     def _abort_requested(self, _data: object) -> bool:
-        """llama.cpp asks this between the operations of a step: stop if the request is gone."""
+        """llama.cpp asks this between the operations of a step: stop if the request is gone, or
+        is idle work that another request is waiting behind."""
         generation = self._abortable
-        return generation is not None and generation.should_stop()
+        return generation is not None and self._gives_way(generation)
+
+    def _gives_way(self, gen: Generation) -> bool:
+        """Stop reading this prompt: cancelled, or a prefill (nothing to generate) with a request
+        waiting. What it read stays in the KV cache."""
+        return gen.should_stop() or (gen.request.max_tokens <= 0 and not self._jobs.empty())
 
     def _special_token_ids(self) -> frozenset[int]:
         assert self._llm is not None
@@ -373,12 +379,12 @@ class LocalEngine(Engine):
         llama_cpp.llama_set_abort_callback(llm.ctx, self._abort_callback, None)
         try:
             for i in range(0, len(tail), chunk):
-                if gen.should_stop():
+                if self._gives_way(gen):
                     return False
                 try:
                     llm.eval(tail[i : i + chunk])
                 except RuntimeError:  # llama_decode returned 2: aborted, its step's cells dropped
-                    if gen.should_stop():
+                    if self._gives_way(gen):
                         return False
                     raise
                 self._shift_pending = False

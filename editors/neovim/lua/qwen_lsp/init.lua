@@ -48,10 +48,10 @@ M.defaults = {
     -- Most time a completion may spend reading what the cache does not hold of its prompt
     -- (milliseconds; 0: no limit). Beyond it the suggestion comes from a smaller window
     -- (completionColdContextTokens), and the full one is read in the background for the next.
-    completionColdPromptMs = 800,
+    completionColdPromptMs = 1000,
     -- Prompt budget for the code around the cursor when the full prompt would take too long to
     -- read.
-    completionColdContextTokens = 256,
+    completionColdContextTokens = 512,
     -- Memory for evaluated prompts kept for the places and files you return to (MB; about 12 per
     -- 1,000 tokens).
     promptCacheMb = 96,
