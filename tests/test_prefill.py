@@ -137,3 +137,24 @@ async def test_an_opened_document_is_prefilled_at_its_first_place_unless_a_place
     await completer.opened(rested, Settings())
     assert len(engine.requests) == 2, "the known place is not replaced by a guess"
     engine.close()
+
+
+async def test_closing_a_document_stops_reading_its_prompt():
+    """A prefill (or the full window read after a cold answer) of a document the user has closed
+    is work for nobody: it must not hold the engine or the CPU (another server, a benchmark's
+    next arm, the user's next file)."""
+
+    class Recording(RecordingEngine):
+        def generate(self, request, on_prompt_progress=None):
+            generation = super().generate(request, on_prompt_progress)
+            self.generations.append(generation)
+            return generation
+
+    engine = Recording()
+    engine.generations = []
+    completer = Completer(lambda: engine)
+    doc = Document("file:///closed.py", FILE, 1, "python")
+    completer.prefill(Settings(), doc, len(FILE))
+    completer.forget(doc.uri)
+    assert [g.cancelled for g in engine.generations] == [True]
+    engine.close()

@@ -72,6 +72,7 @@ class Completer:
         self.cache = SuggestionCache()
         self._flights: dict[str, Flight] = {}
         self._warming: Flight | None = None
+        self._warming_uri = ""  # the document `_warming` reads a prompt of
         # Newest request number per document (0: none yet, but a place in it was prefilled).
         self._requests: dict[str, int] = {}
         self.project = ProjectContext()
@@ -149,6 +150,7 @@ class Completer:
             return
         request = GenerationRequest(prompt=self.prompt(settings, doc, ctx), max_tokens=0)
         self._warming = Flight(self._engine().generate(request), doc.text[:offset], doc.text[offset:], lambda _: False, ctx.held_back)
+        self._warming_uri = doc.uri
 
     # -- the project around the documents (see project_context.py) ---------------------------------
     def set_workspace(self, folders: list[Path]) -> None:
@@ -174,11 +176,13 @@ class Completer:
         self.project.files_changed(uris)
 
     def forget(self, uri: str) -> None:
-        """The document was closed: stop its generation."""
+        """The document was closed: stop its generation, and the reading of its prompt."""
         self.project.closed(uri, None)
         flight = self._flights.pop(uri, None)
         if flight is not None and not flight.done:
             flight.supersede()
+        if self._warming is not None and self._warming_uri == uri and not self._warming.done:
+            self._warming.supersede()
         self._requests.pop(uri, None)
 
     async def _generate(self, settings: Settings, doc: Document, ctx: Context, before: str, after: str) -> str | None:
