@@ -377,3 +377,11 @@ async def test_a_cold_place_is_answered_from_a_small_window_and_the_full_one_war
     assert typed is not None, "the keystroke was not answered by the model"
     assert not typed["fell_back"] and typed["prompt_tokens"] >= warmed["prompt_tokens"], typed
     assert typed["evaluated_tokens"] < 20, typed
+
+
+def test_a_block_cut_after_a_line_that_opens_a_block_ends_before_it():
+    ctx = Context(Mode.BLOCK, "", "def f(n):\n", "", "    ", "    ", "    ", "")
+    # Eight lines kept (MAX_BLOCK_LINES), the eighth opening a loop whose body is cut off.
+    body = "".join(f"x{i} = {i}\n    " for i in range(7)) + "for i in range(n):\n        print(i)\n"
+    assert postprocess.clean(body, ctx) == "".join(f"x{i} = {i}\n    " for i in range(7)).rstrip()
+    assert postprocess.clean("if n:\n", ctx) == "if n:", "one line that opens a block is the user's to go on from"

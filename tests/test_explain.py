@@ -269,11 +269,6 @@ def test_an_answer_is_never_emptied_and_an_unfinished_sentence_is_not_kept() -> 
     assert grounded.result("**Summary:** Strips `text`. Then it calls", stopped=False) == "**Summary:** Strips `text`."
 
 
-def test_copied_slots_of_the_form_are_cleaned_up() -> None:
-    answer = "**Summary:** `dedent` <removes common indentation>.\n**Pitfalls:** None, so this line is omitted.\n"
-    assert streamed(answer)[1] == "**Summary:** `dedent` removes common indentation."
-
-
 class Scripted(Engine):
     """An engine whose answer is given: what the feature does with an answer, not the model."""
 

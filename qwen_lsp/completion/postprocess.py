@@ -43,7 +43,7 @@ def clean(text: str, ctx: Context) -> str | None:
         text = text[:end]
     text = text[_leading_blank_lines(text, ctx) :]
     lines = [line.rstrip() for line in text.split("\n")]
-    lines = _drop_suffix_repeats(lines, ctx)
+    lines = _without_open_end(_drop_suffix_repeats(lines, ctx))
     text = "\n".join(lines).rstrip()
     text = _balance_against_line_suffix(text, ctx)
     if not text.strip() or (not ctx.line_prefix.strip() and text.strip() == ctx.line_suffix.strip()):
@@ -75,6 +75,14 @@ def _leading_blank_lines(text: str, ctx: Context) -> int:
     if not stripped or "\n" not in text[: len(text) - len(stripped)]:
         return 0
     return text.rfind("\n", 0, len(text) - len(stripped)) + 1
+
+
+def _without_open_end(lines: list[str]) -> list[str]:
+    """A suggestion of several lines cut after a line that opens a block (`for x in y:`, the
+    block line limit) would leave a block without a body: end before that line."""
+    while len(lines) > 1 and (not lines[-1].strip() or lines[-1].rstrip().endswith(":")):
+        lines = lines[:-1]
+    return lines
 
 
 def _repeats(previous: list[str], line: str) -> bool:
