@@ -98,10 +98,10 @@ class Settings:
     completion_cold_context_tokens: int = setting(
         512, "Prompt budget for the code around the cursor when the full prompt would take too long to read.", minimum=64
     )
-    # 12 MB per 1,000 tokens: 96 MB keeps ~8,000 tokens, a dozen files' prompts, and RSS stays
-    # under 800 MB with the model loaded.
+    # 12 MB per 1,000 tokens: 64 MB keeps ~5,300 tokens, about ten places' prompts. With 96 MB
+    # full, the server's RSS was 827 MB (20 cold places, model loaded); the target is 800.
     prompt_cache_mb: int = setting(
-        96,
+        64,
         "Memory for evaluated prompts kept for the places and files you return to (MB; about 12 per 1,000 tokens).",
         rebuilds_engine=True,
         minimum=0,

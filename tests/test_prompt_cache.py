@@ -129,6 +129,8 @@ async def test_returning_to_an_earlier_file_is_served_from_the_kept_state(client
     assert evaluated < back[-1]["prompt_tokens"] / 4, back
     cache = status["prompt_cache"]
     assert cache["entries"] >= 2 and cache["tokens"] > 0 and cache["mb"] > 0, cache
+    # The server's own memory, the kept states included (the model alone is ~400 MB).
+    assert status["memory"]["rss_mb"] > 400 + cache["mb"], status["memory"]
 
 
 async def test_the_kept_states_stay_within_the_budget_after_many_files(make_client, model_path, tmp_path):

@@ -54,7 +54,7 @@ M.defaults = {
     completionColdContextTokens = 512,
     -- Memory for evaluated prompts kept for the places and files you return to (MB; about 12 per
     -- 1,000 tokens).
-    promptCacheMb = 96,
+    promptCacheMb = 64,
     -- Most tokens of the rest of the workspace a completion reads ahead of the file: signatures of
     -- the names the file imports from other workspace files, then recently seen code of other open
     -- files (0: none). Read once per file, then kept in the model's cache.
