@@ -165,6 +165,48 @@ async def test_typing_keeps_the_project_sections_in_the_kv_cache(make_client, mo
         assert record["evaluated_tokens"] <= 32, record
 
 
+# Forty small functions in another workspace file: their sections alone are ~900 tokens, seconds
+# to read on 2 cores.
+TOOLS = "".join(f"def tool_{i}(value: int, scale: float = {i}.5) -> float:\n    return value * scale + {i}\n\n\n" for i in range(40))
+USES_TOOLS = (
+    "from .tools import "
+    + ", ".join(f"tool_{i}" for i in range(40))
+    + "\n\n\n"
+    + "".join(f"def step_{i}(x):\n    y = tool_{i}(x)\n    \n    return y - {i * 3}\n\n\n" for i in range(60))
+)
+
+
+async def test_a_cold_place_falls_back_to_a_prompt_it_can_read_in_time(make_client, model_path, tmp_path):
+    """Issue 12: at a cold place the engine answers from a smaller prompt. That prompt must be one
+    it can read within the budget: the project's sections, when nobody has read them yet, are as
+    slow as the full window, so they are left out; once they are in the cache, the smaller prompt
+    keeps them."""
+    write(tmp_path, {"shop/__init__.py": "", "shop/tools.py": TOOLS})
+    # 1 s: a 64-token window can be read in time, the ~900 tokens of sections cannot.
+    options = {"completionMaxMs": 0, "completionColdPromptMs": 1000, "completionColdContextTokens": 64, "projectContextTokens": 1024}
+    client = await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)), options=options, workspace=tmp_path)
+    text = USES_TOOLS + "def main(values):\n    total = 0\n    for value in values:\n        total += "
+    uri = open_doc(client, str(tmp_path / "shop/main.py"), text)
+    await inline_completion(client, uri, end_of(text))
+    recent = (await settled_status(client))["recent"]
+    first = next((r for r in recent if r["generated_tokens"]), None)
+    assert first is not None and first["fell_back"] and first["prompt_tokens"] < 300, recent
+
+    # The full prompt, sections first, is read behind that answer; then a cold place far above.
+    recent = (await settled_status(client, recent.index(first) + 2, attempts=1200))["recent"]
+    assert recent[recent.index(first) + 1]["prompt_tokens"] > 1200, recent
+    above = text.index("def step_20(x):\n") + len("def step_20(x):\n    y = tool_20(x)\n    ")
+    await inline_completion(client, uri, position_of_offset(text, above))
+    later = await records_after(client, len(recent), attempts=600)
+    second = next(r for r in later if r["generated_tokens"])
+    assert second["fell_back"] and second["prompt_tokens"] > 700 and second["evaluated_tokens"] < 300, later
+
+
+def position_of_offset(text: str, offset: int) -> lsp.Position:
+    before = text[:offset]
+    return lsp.Position(before.count("\n"), len(before) - (before.rfind("\n") + 1))
+
+
 async def records_after(client, seen: int, attempts: int = 50) -> list[dict]:
     """The engine's records after the first `seen`, once one of them generated (the answer can
     reach the client before its generation's stats are filed)."""

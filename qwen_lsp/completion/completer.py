@@ -226,12 +226,16 @@ class Completer:
         return flight
 
     def _fallback(self, settings: Settings, doc: Document, offset: int) -> dict[str, Any]:
-        """The smaller prompt the engine answers from when the full one is too cold to read in
-        time (its window is smaller; the place, and so the start of the answer, is the same)."""
+        """The smaller prompts the engine answers from when the full one is too cold to read in
+        time: a smaller window behind the project's sections, then that window alone (the
+        sections are no quicker to read than the full window until they are in the KV cache).
+        The place, and so the start of the answer, is the same."""
         if settings.completion_cold_prompt_ms <= 0 or settings.completion_cold_context_tokens >= settings.completion_context_tokens:
             return {}
-        small = context.build(doc, offset, settings.completion_cold_context_tokens)
-        return {"fallback_prompt": self.prompt(settings, doc, small), "max_prompt_seconds": settings.completion_cold_prompt_ms / 1000}
+        own = fim_prompt(context.build(doc, offset, settings.completion_cold_context_tokens))
+        with_sections = self.project.prompt(doc.uri, doc.text, doc.version, settings.project_context_tokens, own)
+        prompts = (own,) if with_sections is own else (with_sections, own)
+        return {"fallback_prompts": prompts, "max_prompt_seconds": settings.completion_cold_prompt_ms / 1000}
 
 
 def answer_shape(settings: Settings) -> tuple[object, ...]:

@@ -66,9 +66,10 @@ class GenerationRequest:
     # Chat only: the first words of the answer, already written; the model continues them (the
     # generated text does not repeat them).
     answer_start: str = ""
-    # A smaller prompt to answer from instead when reading `prompt` (what the KV cache does not
-    # hold of it) would take longer than `max_prompt_seconds`. Backends that cannot tell ignore it.
-    fallback_prompt: Prompt | None = None
+    # Smaller prompts to answer from instead when reading `prompt` (what the KV cache does not
+    # hold of it) would take longer than `max_prompt_seconds`: the first that can be read in
+    # time, else the quickest to read. Backends that cannot tell ignore them.
+    fallback_prompts: tuple[Prompt, ...] = ()
     max_prompt_seconds: float | None = None
 
     def __post_init__(self) -> None:

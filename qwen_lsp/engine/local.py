@@ -140,6 +140,9 @@ MIN_SAVED_TOKENS = 64
 # steps: ../shared/notes/latency.md); then a running average of what it reads, so a loaded or
 # slower machine falls back to a request's smaller prompt sooner.
 INITIAL_PROMPT_TOKENS_PER_SECOND = 200.0
+# Past the budget, a fallback that costs at most this much more than the quickest is still
+# preferred for what it shows (the quickest is the least context).
+FALLBACK_SLACK = 1.25
 RATE_SAMPLE_TOKENS = 64  # steps shorter than this say more about overhead than speed
 # A failed load is tried again on a request once this long has passed, or at once when what
 # the model resolver reads has changed (the user put the model file in place).
@@ -338,10 +341,7 @@ class LocalEngine(Engine):
             stats.stop_reason = StopReason.CANCELLED
             return
 
-        tokens = tokenize_prompt(llm, request)
-        if request.fallback_prompt is not None and self._cold_seconds(llm, tokens) > (request.max_prompt_seconds or 0.0):
-            tokens = tokenize_prompt(llm, dataclasses.replace(request, prompt=request.fallback_prompt, fallback_prompt=None))
-            stats.fell_back = True
+        tokens = self._prompt_in_time(llm, request, stats)
         if len(tokens) + request.max_tokens > self.settings.n_ctx:
             raise EngineError(
                 f"Prompt of {len(tokens)} tokens plus {request.max_tokens} to generate does not fit "
@@ -395,6 +395,23 @@ class LocalEngine(Engine):
             no_callback = llama_cpp.ggml_abort_callback()  # a NULL function pointer: no callback
             llama_cpp.llama_set_abort_callback(llm.ctx, no_callback, None)
             self._abortable = None
+
+    def _prompt_in_time(self, llm: Llama, request: GenerationRequest, stats: GenerationStats) -> list[int]:
+        """The request's prompt; past its cold budget, the first fallback that can be read in
+        time, else the first that costs little more than the quickest (a fallback that leads
+        with text nobody has read yet, such as a file's project sections, is no quicker than
+        the full prompt)."""
+        tokens = tokenize_prompt(llm, request)
+        budget = request.max_prompt_seconds or 0.0
+        if not request.fallback_prompts or self._cold_seconds(llm, tokens) <= budget:
+            return tokens
+        stats.fell_back = True
+        costed = []
+        for prompt in request.fallback_prompts:
+            fallback = tokenize_prompt(llm, dataclasses.replace(request, prompt=prompt, fallback_prompts=()))
+            costed.append((self._cold_seconds(llm, fallback), fallback))
+        quickest = min(seconds for seconds, _ in costed)
+        return next(fallback for seconds, fallback in costed if seconds <= max(budget, quickest * FALLBACK_SLACK))
 
     def _cold_seconds(self, llm: Llama, tokens: list[int]) -> float:
         """How long reading `tokens` would take: what neither the live sequence nor a saved
