@@ -129,6 +129,30 @@ def test_class_rendered_with_attributes_and_method_signatures(workspace: Path) -
     )
 
 
+WIDE = (
+    "class Console:\n"
+    '    """A console."""\n'
+    + "".join(f"    def method_{i}(self, value: int) -> int:\n        x = value\n        return x * {i}\n\n" for i in range(30))
+    + "    def print_table(\n        self,\n        rows: list[str],\n        *,\n        width: int = 80,\n    ) -> None:\n        pass\n        pass\n"
+)
+
+
+def test_the_members_a_file_uses_lead_its_class_and_survive_the_cut(tmp_path: Path) -> None:
+    """A large class does not fit the budget: its members that the file calls come first (its
+    other members after them), so cutting the class at the budget keeps what the file needs."""
+    write(tmp_path, {"pkg/__init__.py": "", "pkg/console.py": WIDE})
+    text = "from .console import Console\n\nConsole().print_table(rows)\nConsole().method_3(1)\n"
+    found = dict(Project([tmp_path]).context_for(text, tmp_path / "pkg/main.py", used_names(text), 400))
+    lines = found["pkg/console.py"].split("\n")
+    assert lines[:4] == [
+        "class Console:",
+        '    """A console."""',
+        "    def method_3(self, value: int) -> int: ...",
+        "    def print_table(self, rows: list[str], *, width: int = 80) -> None: ...",
+    ], lines
+    assert "method_0" in lines[4] and lines[-1] == "    ...", lines
+
+
 def test_budget_keeps_import_order(workspace: Path) -> None:
     text = "from pkg.utils import helper\nfrom pkg.style import Style\nhelper(Style)\n"
     project = Project([workspace])

@@ -70,13 +70,31 @@ class _Budget:
         return self.parses > 0 and time.perf_counter() < self.deadline
 
 
+@dataclass(frozen=True)
+class Definition:
+    """A top-level definition rendered for the model: what is always shown (a function or a
+    constant whole; a class's line, docstring and attributes) and a class's methods by name."""
+
+    head: str
+    methods: tuple[tuple[str, str], ...] = ()
+
+    def render(self, used: Collection[str], whole: bool = True) -> str:
+        """The constructor and the methods `used` names, then (if `whole`) the other methods,
+        each group in file order: a class cut at the budget keeps what the importing file calls."""
+        if not self.methods:
+            return self.head
+        first = [text for name, text in self.methods if name == "__init__" or name in used]
+        rest = [text for name, text in self.methods if name != "__init__" and name not in used] if whole else []
+        return "\n".join([self.head, *first, *rest])
+
+
 @dataclass
 class Module:
     """A parsed workspace file: its rendered top-level definitions and its own imports."""
 
     path: Path
     key: object  # (mtime_ns, size) of the file, or ("buffer", n) for an open buffer's text
-    definitions: dict[str, str] = field(default_factory=dict)  # name → rendered text, file order
+    definitions: dict[str, Definition] = field(default_factory=dict)  # by name, file order
     imports: dict[str, Binding] = field(default_factory=dict)  # local name → binding (re-exports)
 
 
@@ -155,20 +173,20 @@ def _from_module(node: Node | None) -> tuple[int, str]:
     return 0, _text(node)
 
 
-def read_definitions(data: bytes, root: Node) -> dict[str, str]:
+def read_definitions(data: bytes, root: Node) -> dict[str, Definition]:
     """Top-level classes, functions and constants, each rendered for the model, in file order."""
-    definitions: dict[str, str] = {}
+    definitions: dict[str, Definition] = {}
     for child in root.children:
         definition = _unwrap(child)
-        if definition.type in ("function_definition", "class_definition"):
-            name_node = definition.child_by_field_name("name")
-            if name_node is not None:
-                render = _render_class if definition.type == "class_definition" else _render_function
-                definitions[_text(name_node)] = render(data, child)
+        name_node = definition.child_by_field_name("name")
+        if definition.type == "class_definition" and name_node is not None:
+            definitions[_text(name_node)] = _render_class(data, child)
+        elif definition.type == "function_definition" and name_node is not None:
+            definitions[_text(name_node)] = Definition(_render_function(data, child))
         elif child.type == "expression_statement":
             name = _assigned_name(child)
             if name is not None and (_CONSTANT.match(name) or _is_type_alias(child)):
-                definitions[name] = _render_constant(data, child)
+                definitions[name] = Definition(_render_constant(data, child))
     return definitions
 
 
@@ -200,8 +218,8 @@ def _render_function(data: bytes, node: Node, indent: str = "") -> str:
     body = definition.child_by_field_name("body")
     if body is None:
         return indent + _slice(data, node).strip()
-    # The slice starts at the definition, so only its first line lacks the file's indentation.
-    head = indent + _slice(data, node, end=body.start_byte).rstrip()
+    # The slice starts at the decorators, so only its first line lacks the file's indentation.
+    head = indent + _slice(data, node, end=definition.start_byte) + _one_line(_slice(data, definition, end=body.start_byte).rstrip())
     body_text = _slice(data, body)
     if body_text.count("\n") < (SHORT_METHOD_LINES if indent else SHORT_BODY_LINES):
         same_line = body.start_point.row == definition.child_by_field_name("name").start_point.row  # type: ignore[union-attr]
@@ -210,26 +228,37 @@ def _render_function(data: bytes, node: Node, indent: str = "") -> str:
     return head + ("\n" + indent + "    " + docstring if docstring else "") + " ..."
 
 
-def _render_class(data: bytes, node: Node) -> str:
-    """The class line, its docstring's first line, class attributes and methods' signatures."""
+def _one_line(signature: str) -> str:
+    """A signature written over several lines (one parameter a line), on one: the same words
+    in fewer tokens. One with a comment inside stays as it is."""
+    if "\n" not in signature or "#" in signature:
+        return signature
+    signature = re.sub(r"\(\s*\n\s*", "(", signature)
+    signature = re.sub(r",?\s*\n\s*([)\]])", r"\1", signature)
+    return re.sub(r"\s*\n\s*", " ", signature)
+
+
+def _render_class(data: bytes, node: Node) -> Definition:
+    """The class line, its docstring's first line and class attributes; its methods' signatures."""
     definition = _unwrap(node)
     body = definition.child_by_field_name("body")
     head = _slice(data, node, end=body.start_byte if body else definition.end_byte).rstrip()
-    lines = [head]
     if body is None:
-        return head
+        return Definition(head)
+    lines = [head]
+    methods: list[tuple[str, str]] = []
     docstring = _docstring(data, body)
     if docstring:
         lines.append("    " + docstring)
     for member in body.children:
         inner = _unwrap(member)
         if inner.type == "function_definition" and _public_method(inner):
-            lines.append(_render_function(data, member, "    "))
+            methods.append((_text(inner.child_by_field_name("name")), _render_function(data, member, "    ")))
         elif member.type == "expression_statement" and member.children and member.children[0].type == "assignment":
             lines.append("    " + _first_lines(_slice(data, member), 1))
-    if len(lines) == 1:
+    if len(lines) == 1 and not methods:
         lines[0] += " ..."
-    return "\n".join(lines)
+    return Definition("\n".join(lines), tuple(methods))
 
 
 def _public_method(method: Node) -> bool:
@@ -265,6 +294,13 @@ def _cut(text: str, budget_chars: int) -> str:
         kept.append(line)
         size += len(line) + 1
     return "\n".join([*kept, _CUT_MARK]) if kept else ""
+
+
+def _within(text: str, room: int) -> str:
+    """`text` if it fits `room` characters, else cut at a line if enough room is left."""
+    if len(text) <= room:
+        return text
+    return _cut(text, room) if room >= MIN_CUT_CHARS else ""
 
 
 def _first_lines(text: str, count: int) -> str:
@@ -340,30 +376,35 @@ class Project:
         if self._parser is None or budget_chars <= 0:
             return []
         budget = _Budget(self._parser, time.perf_counter() + PARSE_BUDGET_MS / 1000)
-        found: list[tuple[str, str, int]] = []  # (module's relative path, definition, uses of the local name)
+        found: list[tuple[str, Definition, int]] = []  # (module's relative path, definition, uses of the local name)
         importer = path.resolve()
         for binding in self._document_bindings(doc_text, self._parser):
             if binding.local in used_names:
                 uses = used_names[binding.local] if isinstance(used_names, Counter) else 1
                 targets = self._targets(importer, binding, used_names, budget)
                 found += [(self.relative(module.path), module.definitions[name], uses) for module, name in targets]
-        return self._fit(list(dict.fromkeys(found)), budget_chars)
+        return self._fit(list(dict.fromkeys(found)), used_names, budget_chars)
 
     @staticmethod
-    def _fit(found: list[tuple[str, str, int]], budget_chars: int) -> list[tuple[str, str]]:
-        """The most used definitions while they fit (the last one cut at a line if that leaves
-        some of it), shown in import order, a section per module."""
+    def _fit(found: list[tuple[str, Definition, int]], used: Collection[str], budget_chars: int) -> list[tuple[str, str]]:
+        """Breadth first, the most used names first: what the file needs of each definition (a
+        class's line, attributes, constructor and the methods it calls) while it fits, then
+        their other methods in what is left, a text that does not fit cut at a line if that
+        leaves some of it. Shown in import order, a section per module."""
+        order = sorted(range(len(found)), key=lambda i: -found[i][2])  # stable: import order on ties
         kept: dict[int, str] = {}
         left = budget_chars
-        for index in sorted(range(len(found)), key=lambda i: -found[i][2]):  # stable: import order on ties
-            text = found[index][1]
+        for index in order:
             overhead = len(found[index][0]) + 16  # the section's separator and path
-            if len(text) + overhead > left >= MIN_CUT_CHARS:
-                text = _cut(text, left - overhead)
-            cost = len(text) + overhead
-            if text and cost <= left:
+            text = _within(found[index][1].render(used, whole=False), left - overhead)
+            if text:
                 kept[index] = text
-                left -= cost
+                left -= len(text) + overhead
+        for index in (i for i in order if i in kept):
+            text = _within(found[index][1].render(used), left + len(kept[index]))
+            if len(text) > len(kept[index]):
+                left -= len(text) - len(kept[index])
+                kept[index] = text
         sections: dict[str, list[str]] = {}
         for index in sorted(kept):
             sections.setdefault(found[index][0], []).append(kept[index])
