@@ -349,6 +349,32 @@ async def test_a_suggestion_on_an_indented_empty_line_is_code_at_that_indentatio
     compile(source.replace("@@", suggestion), "printer.py", "exec")
 
 
+NEXT_LINE_REPEATED = """def _set_new_attribute(cls, name, value):
+    # Never overwrites an existing attribute.  Returns True if the
+    # attribute already exists.
+    if name in cls.__dict__:
+        return True
+    @@
+    setattr(cls, name, value)
+    return False
+"""
+
+
+async def test_a_blank_line_where_the_model_writes_the_next_line_again_gets_its_next_choice(client, tmp_path):
+    """Issue 16's empty answers: on a blank line the model often sees nothing missing and writes
+    the line below again, which is no suggestion (it would repeat the code after the cursor).
+    The server asks once more with that start refused, from the prompt already read."""
+    text = NEXT_LINE_REPEATED.replace("@@", "")
+    uri = open_doc(client, str(tmp_path / "attributes.py"), text)
+    result = await inline_completion(client, uri, position_of(NEXT_LINE_REPEATED.replace("@@", "\0"), "\0"))
+    assert result.items, "no suggestion on the blank line"
+    suggestion = result.items[0].insert_text
+    assert suggestion.strip() and not suggestion.strip().startswith("setattr(cls, name, value)"), suggestion
+    recent = (await settled_status(client, 2))["recent"]
+    asked_again = [r for r in recent if r["generated_tokens"]][-1]
+    assert asked_again["evaluated_tokens"] <= 2, recent  # the prompt was in the KV cache
+
+
 async def test_a_cold_place_is_answered_from_a_small_window_and_the_full_one_warms_behind_it(make_client, model_path, tmp_path):
     """Issue 16: reading a whole window at a new place takes seconds. Past the cold budget the
     engine answers from the small window, the full one is read right after, and the next

@@ -197,18 +197,25 @@ class Completer:
             again = await self._run(settings, doc, indented, before + indent, after)
             cleaned = postprocess.clean(again, indented) if again else None
             return indent + cleaned if cleaned else None
-        return postprocess.clean(text, ctx)
+        cleaned = postprocess.clean(text, ctx)
+        repeated = postprocess.repeats_what_follows(text, ctx) if cleaned is None else ""
+        if repeated:
+            # The model wrote the next line again, as if nothing were missing here: ask for its
+            # next choice (the prompt is in the KV cache, so this costs a few tokens).
+            again = await self._run(settings, doc, ctx, before, after, avoid_start=ctx.held_back + repeated)
+            return postprocess.clean(again, ctx) if again else None
+        return cleaned
 
-    async def _run(self, settings: Settings, doc: Document, ctx: Context, before: str, after: str) -> str | None:
+    async def _run(self, settings: Settings, doc: Document, ctx: Context, before: str, after: str, avoid_start: str = "") -> str | None:
         """A new generation's text (None if it was superseded), a block cut short trimmed."""
-        flight = self._start(settings, doc, ctx, before, after)
+        flight = self._start(settings, doc, ctx, before, after, avoid_start)
         text = await flight.result()
         if flight.generation.stats.fell_back:
             # Answered from the small window: read the full one while the user reads the answer.
             self._warm_at(settings, doc, len(before), ctx)
         return None if text is None else complete_lines(text, flight.stop_reason, ctx)
 
-    def _start(self, settings: Settings, doc: Document, ctx: Context, before: str, after: str) -> Flight:
+    def _start(self, settings: Settings, doc: Document, ctx: Context, before: str, after: str, avoid_start: str = "") -> Flight:
         if self._warming is not None and not self._warming.done:
             self._warming.supersede()  # its evaluated prompt stays in the KV cache for this one
         previous = self._flights.get(doc.uri)
@@ -218,6 +225,7 @@ class Completer:
             prompt=self.prompt(settings, doc, ctx),
             max_tokens=settings.completion_max_tokens,
             max_generation_time=settings.completion_max_ms / 1000 if settings.completion_max_ms > 0 else None,
+            avoid_start=avoid_start,
             **self._fallback(settings, doc, len(before)),
         )
         generation = self._engine().generate(request)

@@ -51,6 +51,16 @@ def clean(text: str, ctx: Context) -> str | None:
     return text
 
 
+def repeats_what_follows(text: str, ctx: Context) -> str:
+    """The suggestion's first line if it is the code after the cursor's line written again (a
+    model that sees nothing missing at the cursor writes what comes next), else ""."""
+    following = next((line for line in ctx.suffix.split("\n")[1:] if line.strip()), "")
+    first = text[_leading_blank_lines(text, ctx) :].split("\n", maxsplit=1)[0]
+    if following.strip() and (ctx.line_prefix + first).strip() == following.strip():
+        return first
+    return ""
+
+
 def missing_indent(text: str, ctx: Context) -> str | None:
     """The indentation to ask again with, when a suggestion on an empty line at column 0 cannot
     stand there: the code after it is indented, so a line at column 0 that opens no block would

@@ -66,6 +66,9 @@ class GenerationRequest:
     # Chat only: the first words of the answer, already written; the model continues them (the
     # generated text does not repeat them).
     answer_start: str = ""
+    # Text the answer must not begin with: its first token is refused as the answer's first (the
+    # code after the cursor, which a model that sees nothing missing writes again). In-process only.
+    avoid_start: str = ""
     # Smaller prompts to answer from instead when reading `prompt` (what the KV cache does not
     # hold of it) would take longer than `max_prompt_seconds`: the first that can be read in
     # time, else the quickest to read. Backends that cannot tell ignore them.

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qwen_lsp.engine.base import (
     Engine,
@@ -39,7 +39,7 @@ from qwen_lsp.engine.prompt_cache import PromptCache, SavedPrompt
 from qwen_lsp.engine.tokens import SPECIAL_TOKENS
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama
+    from llama_cpp import Llama, LogitsProcessorList
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +323,17 @@ class LocalEngine(Engine):
         waiting. What it read stays in the KV cache."""
         return gen.should_stop() or (gen.request.max_tokens <= 0 and not self._jobs.empty())
 
+    @staticmethod
+    def _refusing(tokens: list[int]) -> LogitsProcessorList:
+        """A logits processor under which none of `tokens` can be sampled."""
+        import llama_cpp
+
+        def refuse(_input_ids: object, scores: Any) -> Any:  # scores: the logits, a numpy array
+            scores[tokens] = float("-inf")
+            return scores
+
+        return llama_cpp.LogitsProcessorList([refuse])
+
     def _special_token_ids(self) -> frozenset[int]:
         assert self._llm is not None
         ids = {self._llm.token_eos()}
@@ -495,10 +506,13 @@ class LocalEngine(Engine):
 
         if request.max_tokens <= 0:  # a warm-up: the prompt is now in the KV cache
             return finish(StopReason.LENGTH)
+        # The first token of `avoid_start`, refused as the answer's first.
+        avoided = llm.tokenize(request.avoid_start.encode(), add_bos=False, special=False)[:1] if request.avoid_start else []
         while True:
             if gen.should_stop():
                 return finish(StopReason.STOP if gen.enough else StopReason.CANCELLED)
-            token = llm.sample(temp=0.0, repeat_penalty=1.0)
+            first = stats.generated_tokens == 0 and avoided
+            token = llm.sample(temp=0.0, repeat_penalty=1.0, logits_processor=self._refusing(avoided) if first else None)
             if token in self._stop_token_ids:
                 return finish(StopReason.STOP)
             stats.generated_tokens += 1

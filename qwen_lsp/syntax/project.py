@@ -78,14 +78,16 @@ class Definition:
     head: str
     methods: tuple[tuple[str, str], ...] = ()
 
-    def render(self, used: Collection[str], whole: bool = True) -> str:
-        """The constructor and the methods `used` names, then (if `whole`) the other methods,
-        each group in file order: a class cut at the budget keeps what the importing file calls."""
-        if not self.methods:
-            return self.head
-        first = [text for name, text in self.methods if name == "__init__" or name in used]
-        rest = [text for name, text in self.methods if name != "__init__" and name not in used] if whole else []
-        return "\n".join([self.head, *first, *rest])
+    def render(self, used: Collection[str] = (), whole: bool = True) -> str:
+        """All of it in file order; or (not `whole`) what a file using `used` needs of it: the
+        constructor and the methods it calls."""
+        needed = [text for name, text in self.methods if whole or name == "__init__" or name in used]
+        return "\n".join([self.head, *needed])
+
+    def ranked(self, used: Collection[str]) -> str:
+        """All of it, what a file using `used` needs first: cut at the budget, it keeps that."""
+        rest = [text for name, text in self.methods if name != "__init__" and name not in used]
+        return "\n".join([self.render(used, whole=False), *rest])
 
 
 @dataclass
@@ -401,7 +403,8 @@ class Project:
                 kept[index] = text
                 left -= len(text) + overhead
         for index in (i for i in order if i in kept):
-            text = _within(found[index][1].render(used), left + len(kept[index]))
+            whole = found[index][1].render()
+            text = whole if len(whole) <= left + len(kept[index]) else _within(found[index][1].ranked(used), left + len(kept[index]))
             if len(text) > len(kept[index]):
                 left -= len(text) - len(kept[index])
                 kept[index] = text
