@@ -35,6 +35,7 @@ from qwen_lsp.engine.base import (
     StopReason,
 )
 from qwen_lsp.engine.cpu import require_runnable_build
+from qwen_lsp.engine.memory import return_large_blocks_promptly
 from qwen_lsp.engine.prompt_cache import PromptCache, SavedPrompt
 from qwen_lsp.engine.tokens import SPECIAL_TOKENS
 
@@ -292,6 +293,7 @@ class LocalEngine(Engine):
         import llama_cpp  # heavy import, deferred so the server starts at once
         from llama_cpp import Llama
 
+        return_large_blocks_promptly()
         started = time.perf_counter()
         try:
             self._llm = Llama(
