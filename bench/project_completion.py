@@ -290,8 +290,8 @@ def write_report(figures: dict[str, dict[str, float]], tasks: list[Task], result
         f"Command: `{command}`. Packages: {', '.join(PACKAGES)} (installed at run time). Tasks: {len(tasks)}. "
         f"Project context: {PROJECT_CONTEXT_TOKENS} tokens.",
         "",
-        f"Machine: {os.cpu_count()} cores, shared with other work (load average at the end "
-        f"{os.getloadavg()[0]:.1f}): compare the arms, measured in the same run, rather than absolute times.",
+        f"Machine: {os.cpu_count()} cores (load average at the end {os.getloadavg()[0]:.1f}, the benchmark's "
+        "own processes included): compare the arms, measured in the same run, rather than absolute times.",
         "",
         "The server arms are two `qwen-lsp serve` processes driven through an LSP client (workspace folders: the "
         "packages' sources; `projectContextTokens` "
