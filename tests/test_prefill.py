@@ -14,7 +14,7 @@ from qwen_lsp.completion.completer import Completer, first_place
 from qwen_lsp.config import Settings
 from qwen_lsp.engine.base import GenerationRequest
 from qwen_lsp.syntax.documents import Document
-from tests.conftest import open_doc, server_status, settled_status
+from tests.conftest import open_doc, server_env, server_status, settled_status
 from tests.fake_engine import FakeEngine
 from tests.test_prompt_cache import end_of, inline, module
 
@@ -73,6 +73,24 @@ async def test_a_prefill_in_progress_gives_way_to_a_real_request_within_one_step
     print(f"real request queued {request['queued_seconds']:.3f} s behind a prefill that had read {prefill['evaluated_tokens']} tokens")
     assert prefill["stop_reason"] == "cancelled" and prefill["evaluated_tokens"] < prefill["prompt_tokens"], shown
     assert request["queued_seconds"] < 2.0, shown  # one 256-token step is ~1.1 s on 2 cores
+
+
+async def test_a_prefill_too_cold_for_the_budget_reads_the_fallback_first(make_client, model_path, tmp_path):
+    """Issue 16: where the cursor rests briefly at a new place, the full prompt (here ~2,000
+    tokens, ~10 s) is not read by the first keystroke, and the cold fallback's own window was
+    read by nobody. The prefill reads that small window first, then the full one: the request
+    that interrupts it answers from the small window at once."""
+    options = {"completionMaxMs": 0, "completionColdPromptMs": 300, "completionColdContextTokens": 128, "completionContextTokens": 2048}
+    client = await make_client(env=server_env(QWEN_LSP_MODEL=str(model_path)), options=options)
+    text = module("delta", functions=120)
+    uri = open_doc(client, str(tmp_path / "delta.py"), text)
+    rest(client, uri, end_of(text))
+    await asyncio.sleep(3.0)  # the small window is read (~0.6 s), the full one is not (~10 s)
+    seen = len((await server_status(client))["recent"])
+    await inline(client, uri, end_of(text))
+    answered = next(r for r in await until_answered(client, seen) if r["generated_tokens"])
+    print(f"answered from {answered['prompt_tokens']} tokens, {answered['evaluated_tokens']} evaluated")
+    assert answered["fell_back"] and answered["evaluated_tokens"] <= 16, answered
 
 
 async def quiet_count(client) -> int:

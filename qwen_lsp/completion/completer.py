@@ -140,15 +140,19 @@ class Completer:
             # prompt's stable part (project sections, header, the window up to the anchor).
             offset += len(ctx.line_suffix)
             ctx = context.build(doc, offset, settings.completion_context_tokens)
-        self._warm_at(settings, doc, offset, ctx)
+        self._warm_at(settings, doc, offset, ctx, new_place=True)
 
-    def _warm_at(self, settings: Settings, doc: Document, offset: int, ctx: Context) -> None:
+    def _warm_at(self, settings: Settings, doc: Document, offset: int, ctx: Context, new_place: bool = False) -> None:
         if not settings.enable_completion or ctx.mode is Mode.NOTHING:
             return
         self.cache.made_with(answer_shape(settings))
         if self.cache.get(doc.text[:offset], doc.text[offset:]) is not None:
             return
-        request = GenerationRequest(prompt=self.prompt(settings, doc, ctx), max_tokens=0)
+        # At a new place, a prefill too cold for the budget first reads the prompt a request
+        # there would answer from, then the full one (LocalEngine._serve). While typing, the
+        # full one is what the next keystrokes need.
+        fallback = self._fallback(settings, doc, offset) if new_place else {}
+        request = GenerationRequest(prompt=self.prompt(settings, doc, ctx), max_tokens=0, **fallback)
         self._warming = Flight(self._engine().generate(request), doc.text[:offset], doc.text[offset:], lambda _: False, ctx.held_back)
         self._warming_uri = doc.uri
 

@@ -355,30 +355,40 @@ class LocalEngine(Engine):
             return
 
         tokens = self._prompt_in_time(llm, request, stats)
+        read = self._read(llm, gen, tokens)
+        if read and request.max_tokens <= 0 and stats.fell_back:
+            # A prefill past the cold budget has read what a request here would answer from
+            # (it is saved when the next prompt overwrites it); now the full prompt, for later.
+            read = self._read(llm, gen, tokenize_prompt(llm, request))
+        if not read:
+            stats.stop_reason = StopReason.CANCELLED
+            return
+        self._sample_loop(llm, gen, request)
+
+    def _read(self, llm: Llama, gen: Generation, tokens: list[int]) -> bool:
+        """Bring `tokens` into the KV cache, keeping what it (or a saved state) holds of them;
+        False if the request was cancelled first."""
+        request, stats = gen.request, gen.stats
         if len(tokens) + request.max_tokens > self.settings.n_ctx:
             raise EngineError(
                 f"Prompt of {len(tokens)} tokens plus {request.max_tokens} to generate does not fit "
                 f"the context of {self.settings.n_ctx} tokens."
             )
         stats.prompt_tokens = len(tokens)
-
-        # KV reuse: keep what the cache (or a saved state) holds of this prompt. At least one
-        # token is evaluated so that fresh logits exist to sample from.
+        # At least one token is evaluated so that fresh logits exist to sample from.
         self._switch_prompt(llm, tokens, stats)
         reuse = min(self._reuse_cache(llm, tokens, stats), len(tokens) - 1)
         stats.reused_tokens = reuse
         llm.n_tokens = reuse  # Llama.eval drops the KV cache past n_tokens
 
-        started = time.perf_counter()
+        started, before = time.perf_counter(), stats.evaluated_tokens
         evaluated = self._evaluate(llm, gen, tokens[reuse:])
-        stats.prompt_seconds = time.perf_counter() - started
-        if stats.evaluated_tokens >= RATE_SAMPLE_TOKENS:
-            rate = stats.evaluated_tokens / max(stats.prompt_seconds, 1e-6)
+        seconds = time.perf_counter() - started
+        stats.prompt_seconds += seconds
+        if stats.evaluated_tokens - before >= RATE_SAMPLE_TOKENS:
+            rate = (stats.evaluated_tokens - before) / max(seconds, 1e-6)
             self._prompt_rate = 0.7 * self._prompt_rate + 0.3 * rate
-        if not evaluated:
-            stats.stop_reason = StopReason.CANCELLED
-            return
-        self._sample_loop(llm, gen, request)
+        return evaluated
 
     def _evaluate(self, llm: Llama, gen: Generation, tail: list[int]) -> bool:
         """Evaluate `tail` into the KV cache; False if the request was cancelled first (the
