@@ -13,10 +13,13 @@ from pygls.exceptions import JsonRpcException
 from pytest_lsp import client_capabilities
 
 from qwen_lsp.completion import postprocess
-from qwen_lsp.completion.completer import complete_lines
+from qwen_lsp.completion.completer import Completer, complete_lines
 from qwen_lsp.completion.layout import Context, Mode
-from qwen_lsp.engine.base import StopReason
+from qwen_lsp.config import Settings
+from qwen_lsp.engine.base import GenerationRequest, StopReason
+from qwen_lsp.syntax.documents import Document
 from tests.conftest import NO_TIME_LIMITS, open_doc, position_of, server_env, server_status, settled_status
+from tests.fake_engine import FakeEngine
 from tests.helpers import inline_completion
 
 BODY = '''import math
@@ -370,9 +373,41 @@ async def test_a_blank_line_where_the_model_writes_the_next_line_again_gets_its_
     assert result.items, "no suggestion on the blank line"
     suggestion = result.items[0].insert_text
     assert suggestion.strip() and not suggestion.strip().startswith("setattr(cls, name, value)"), suggestion
-    recent = (await settled_status(client, 2))["recent"]
-    asked_again = [r for r in recent if r["generated_tokens"]][-1]
-    assert asked_again["evaluated_tokens"] <= 2, recent  # the prompt was in the KV cache
+    generated = [r for r in (await settled_status(client, 2))["recent"] if r["generated_tokens"]]
+    if len(generated) > 1:  # asked again (the first answer can differ when the prompt was partly prefilled)
+        assert generated[-1]["evaluated_tokens"] <= 2, generated  # the prompt was in the KV cache
+
+
+class NextLineEngine(FakeEngine):
+    """Answers every completion with the line after the cursor's, as the model did above."""
+
+    def __init__(self, avoids_starts: bool) -> None:
+        super().__init__()
+        self.avoids_starts = avoids_starts
+        self.requests: list[GenerationRequest] = []
+
+    def generate(self, request, on_prompt_progress=None):
+        self.requests.append(request)
+        return super().generate(request, on_prompt_progress)
+
+    def _serve(self, gen):
+        gen.emit_text(" setattr(cls, name, value)\n")
+        gen.stats.generated_tokens, gen.stats.stop_reason = 6, StopReason.STOP
+
+
+@pytest.mark.parametrize("avoids_starts", [True, False], ids=["in-process", "remote"])
+async def test_asking_again_after_a_repeated_next_line_only_where_the_engine_can_refuse_it(avoids_starts):
+    """A remote server cannot refuse our token ids: asking it again would cost a second request
+    for the same answer."""
+    engine = NextLineEngine(avoids_starts)
+    completer = Completer(lambda: engine)
+    text = NEXT_LINE_REPEATED.replace("@@", "")
+    doc = Document("file:///attributes.py", text, 1, "python")
+    settings = Settings(completion_cold_prompt_ms=0)
+    assert await completer.suggest(settings, doc, NEXT_LINE_REPEATED.index("@@")) is None
+    asked = [r for r in engine.requests if r.max_tokens > 0]
+    assert [r.avoid_start for r in asked] == ([""] + [" setattr(cls, name, value)"] if avoids_starts else [""]), asked
+    engine.close()
 
 
 async def test_a_cold_place_is_answered_from_a_small_window_and_the_full_one_warms_behind_it(make_client, model_path, tmp_path):

@@ -202,7 +202,8 @@ class Completer:
             cleaned = postprocess.clean(again, indented) if again else None
             return indent + cleaned if cleaned else None
         cleaned = postprocess.clean(text, ctx)
-        repeated = postprocess.repeats_what_follows(text, ctx) if cleaned is None else ""
+        asks_again = cleaned is None and self._engine().avoids_starts
+        repeated = postprocess.repeats_what_follows(text, ctx) if asks_again else ""
         if repeated:
             # The model wrote the next line again, as if nothing were missing here: ask for its
             # next choice (the prompt is in the KV cache, so this costs a few tokens).

@@ -67,7 +67,8 @@ class GenerationRequest:
     # generated text does not repeat them).
     answer_start: str = ""
     # Text the answer must not begin with: its first token is refused as the answer's first (the
-    # code after the cursor, which a model that sees nothing missing writes again). In-process only.
+    # code after the cursor, which a model that sees nothing missing writes again). Only engines
+    # that say so (`Engine.avoids_starts`) honour it.
     avoid_start: str = ""
     # Smaller prompts to answer from instead when reading `prompt` (what the KV cache does not
     # hold of it) would take longer than `max_prompt_seconds`: the first that can be read in
@@ -214,6 +215,8 @@ class Engine(ABC):
     # Whether a prompt read while idle (max_tokens 0) is kept for the requests after it, in a
     # cache of ours: a remote server's cache is its own, and a guess there costs it real work.
     keeps_prefills: bool = False
+    # Whether `GenerationRequest.avoid_start` is honoured (a remote server's token ids are not ours).
+    avoids_starts: bool = False
 
     def __init__(self) -> None:
         self._listeners: list[StatusListener] = []

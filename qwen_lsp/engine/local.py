@@ -152,6 +152,7 @@ LOAD_RETRY_SECONDS = 60.0
 
 class LocalEngine(Engine):
     keeps_prefills = True
+    avoids_starts = True
 
     def __init__(
         self,
