@@ -54,7 +54,7 @@ def clean(text: str, ctx: Context) -> str | None:
 def repeats_what_follows(text: str, ctx: Context) -> str:
     """The suggestion's first line if it is the code after the cursor's line written again (a
     model that sees nothing missing at the cursor writes what comes next), else ""."""
-    following = next((line for line in ctx.suffix.split("\n")[1:] if line.strip()), "")
+    following = _next_code_line(ctx)
     first = text[_leading_blank_lines(text, ctx) :].split("\n", maxsplit=1)[0]
     if following.strip() and (ctx.line_prefix + first).strip() == following.strip():
         return first
@@ -67,7 +67,7 @@ def missing_indent(text: str, ctx: Context) -> str | None:
     end the function in the middle of its body."""
     if ctx.line_prefix or ctx.line_suffix.strip() or not text.strip() or text[0] in " \t\n":
         return None
-    following = next((line for line in ctx.suffix.split("\n")[1:] if line.strip()), "")
+    following = _next_code_line(ctx)
     first = text.split("\n", maxsplit=1)[0].rstrip()
     if not following[:1].isspace() or first.endswith(":"):
         return None
@@ -75,6 +75,11 @@ def missing_indent(text: str, ctx: Context) -> str | None:
     previous = next((line for line in reversed(above[:-1]) if line.strip()), "")
     indent = leading_whitespace(previous)
     return indent + ("    " if previous.rstrip().endswith(":") else "") or None
+
+
+def _next_code_line(ctx: Context) -> str:
+    """The first line after the cursor's that is not blank ("" if none)."""
+    return next((line for line in ctx.suffix.split("\n")[1:] if line.strip()), "")
 
 
 def _leading_blank_lines(text: str, ctx: Context) -> int:
@@ -101,12 +106,12 @@ def _repeats(previous: list[str], line: str) -> bool:
 
 def _drop_suffix_repeats(lines: list[str], ctx: Context) -> list[str]:
     """Cut the suggestion where it starts repeating the code that follows the cursor's line."""
-    following = [line.rstrip() for line in ctx.suffix.split("\n")[1:] if line.strip()]
+    following = _next_code_line(ctx).strip()
     if not following:
         return lines
     for number, line in enumerate(lines):
         whole = ctx.line_prefix + line if number == 0 else line
-        if whole.strip() and whole.strip() == following[0].strip():
+        if whole.strip() and whole.strip() == following:
             return lines[:number]
     return lines
 

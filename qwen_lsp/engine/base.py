@@ -72,7 +72,8 @@ class GenerationRequest:
     avoid_start: str = ""
     # Smaller prompts to answer from instead when reading `prompt` (what the KV cache does not
     # hold of it) would take longer than `max_prompt_seconds`: the first that can be read in
-    # time, else the quickest to read. Backends that cannot tell ignore them.
+    # time, else the first costing little more than the quickest. Backends that cannot tell
+    # ignore them.
     fallback_prompts: tuple[Prompt, ...] = ()
     max_prompt_seconds: float | None = None
 

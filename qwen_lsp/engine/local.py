@@ -355,12 +355,12 @@ class LocalEngine(Engine):
             stats.stop_reason = StopReason.CANCELLED
             return
 
-        tokens = self._prompt_in_time(llm, request, stats)
+        full, tokens = self._prompt_in_time(llm, request, stats)
         read = self._read(llm, gen, tokens)
-        if read and request.max_tokens <= 0 and stats.fell_back:
+        if read and request.max_tokens <= 0 and tokens is not full:
             # A prefill past the cold budget has read what a request here would answer from
             # (it is saved when the next prompt overwrites it); now the full prompt, for later.
-            read = self._read(llm, gen, tokenize_prompt(llm, request))
+            read = self._read(llm, gen, full)
         if not read:
             stats.stop_reason = StopReason.CANCELLED
             return
@@ -420,22 +420,22 @@ class LocalEngine(Engine):
             llama_cpp.llama_set_abort_callback(llm.ctx, no_callback, None)
             self._abortable = None
 
-    def _prompt_in_time(self, llm: Llama, request: GenerationRequest, stats: GenerationStats) -> list[int]:
-        """The request's prompt; past its cold budget, the first fallback that can be read in
-        time, else the first that costs little more than the quickest (a fallback that leads
-        with text nobody has read yet, such as a file's project sections, is no quicker than
-        the full prompt)."""
+    def _prompt_in_time(self, llm: Llama, request: GenerationRequest, stats: GenerationStats) -> tuple[list[int], list[int]]:
+        """The request's prompt, and what to read of it now: the prompt itself; past its cold
+        budget, the first fallback that can be read in time, else the first that costs little
+        more than the quickest (a fallback that leads with text nobody has read yet, such as a
+        file's project sections, is no quicker than the full prompt)."""
         tokens = tokenize_prompt(llm, request)
         budget = request.max_prompt_seconds or 0.0
         if not request.fallback_prompts or self._cold_seconds(llm, tokens) <= budget:
-            return tokens
+            return tokens, tokens
         stats.fell_back = True
         costed = []
         for prompt in request.fallback_prompts:
             fallback = tokenize_prompt(llm, dataclasses.replace(request, prompt=prompt, fallback_prompts=()))
             costed.append((self._cold_seconds(llm, fallback), fallback))
         quickest = min(seconds for seconds, _ in costed)
-        return next(fallback for seconds, fallback in costed if seconds <= max(budget, quickest * FALLBACK_SLACK))
+        return tokens, next(fallback for seconds, fallback in costed if seconds <= max(budget, quickest * FALLBACK_SLACK))
 
     def _cold_seconds(self, llm: Llama, tokens: list[int]) -> float:
         """How long reading `tokens` would take: what neither the live sequence nor a saved
