@@ -52,6 +52,17 @@ def type_text(client, uri: str, version: int, at: lsp.Position, text: str) -> No
     )
 
 
+async def generations_since(client, seen: int, attempts: int = 50) -> list[dict[str, object]]:
+    """The engine's records after the first `seen`, once one of them generated text (an answer
+    reaches the client before its stats are filed)."""
+    for _ in range(attempts):
+        after = (await server_status(client))["recent"][seen:]
+        if any(r["generated_tokens"] for r in after):
+            break
+        await asyncio.sleep(0.1)
+    return after
+
+
 async def recent_count(client, expected: int = 1, attempts: int = 50) -> int:
     """How many generations the engine has recorded, once `expected` are (or after `attempts`
     tenths of a second): an answer reaches the client before its stats are filed."""
@@ -167,6 +178,27 @@ async def test_moving_the_window_reuses_the_kv_cache(client, tmp_path):
     assert moved["prompt_tokens"] > 0.8 * cold["prompt_tokens"], (cold, moved)
     assert moved["shifted_tokens"] > 0, moved
     assert moved["evaluated_tokens"] < moved["prompt_tokens"] / 2, moved
+
+
+async def test_a_line_added_below_the_cursor_costs_only_its_own_tokens(client, tmp_path):
+    """The code after the cursor follows the window in the prompt: a line added below the
+    cursor's puts tokens in front of it. The engine evaluates them in place and moves the cached
+    code after them, rather than reading everything after the cursor again."""
+    head = "def total_price(items, tax_rate):\n    subtotal = 0\n    "
+    rest = "".join(f"\n    if len(items) > {n}:\n        subtotal += items[{n}].price * {n + 1}" for n in range(8))
+    text = head + rest + "\n    return subtotal * (1 + tax_rate)\n"
+    uri = open_doc(client, str(tmp_path / "prices.py"), text)
+    first = await inline_completion(client, uri, end_of(head))
+    seen = len(await generations_since(client, 0))
+    type_text(client, uri, 2, lsp.Position(end_of(head).line + 1, 0), "    assert items, 'nothing to price'\n")
+    again = await inline_completion(client, uri, end_of(head))
+    after = await generations_since(client, seen)
+    print(
+        f"first {first.items[0].insert_text if first.items else None!r}, again {again.items[0].insert_text if again.items else None!r}; {after}"
+    )
+    assert sum(r["evaluated_tokens"] for r in after) <= 16, after
+    assert sum(r["shifted_tokens"] for r in after) > 64, after
+    assert again.items and again.items[0].insert_text.strip(), "the place is still answered"
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,22 @@ def test_reuse_plan_moves_what_follows_a_dropped_stretch():
     assert served == len(header) + len(kept)
 
 
+def test_reuse_plan_keeps_what_follows_inserted_or_changed_text():
+    header, kept, tail = [1, 2, 3], list(range(200, 280)), list(range(300, 380))
+    # A line added below the cursor: the prompt gains tokens the cache never held.
+    served, shifts = plan_reuse(header + kept + tail, header + [9, 9] + kept + tail + [5], min_chunk=64)
+    assert shifts == [Shift(cache_start=len(header), prompt_start=len(header) + 2, length=len(kept) + len(tail))]
+    assert served == len(header) + len(kept) + len(tail)
+    # A stretch changed in two places: each run that follows is kept where it now belongs.
+    cached = header + [7] * 5 + kept + [8] * 3 + tail
+    prompt = header + [6] * 9 + kept + [4] + tail
+    served, shifts = plan_reuse(cached, prompt, min_chunk=64)
+    assert shifts == [Shift(8, 12, len(kept)), Shift(8 + len(kept) + 3, 12 + len(kept) + 1, len(tail))]
+    assert served == len(header) + len(kept) + len(tail)
+    # A short run behind much new text is read again: its cells never saw that text.
+    assert plan_reuse(header + kept, header + list(range(500, 600)) + kept, min_chunk=64) == (len(header), [])
+
+
 def test_reuse_plan_ignores_short_matches():
     cached = [1, 2] + list(range(100, 110)) + list(range(200, 230))
     prompt = [1, 2] + list(range(200, 230))

@@ -10,9 +10,12 @@ at once (or after one generated token).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import codecs
+import contextlib
 import ctypes
 import dataclasses
+import functools
 import logging
 import os
 import queue
@@ -77,31 +80,66 @@ def longest_common_prefix(a: list[int], b: list[int]) -> int:
 @dataclass(frozen=True)
 class Shift:
     """Cached tokens [cache_start, cache_start + length) serve as prompt tokens from
-    prompt_start on (the KV cells move down; their RoPE positions are rotated by llama.cpp)."""
+    prompt_start on (the KV cells move; their RoPE positions are rotated by llama.cpp)."""
 
     cache_start: int
     prompt_start: int
     length: int
 
 
+# Tokens that locate where a chunk of the cache may continue the prompt (then compared in full).
+_KEY = 8
+# Candidate places looked at per cached token: repeated text (indentation) has many.
+_CANDIDATES = 4
+# Text inserted before a kept run is at most this share of the run: the run's cells were
+# computed without it, and a short run behind much new text (a small window's tail inside a
+# large window) would misinform the model more than it saves.
+MAX_INSERTED_SHARE = 0.5
+
+
+@functools.lru_cache(maxsize=8)
+def _key_positions(tokens: tuple[int, ...]) -> dict[tuple[int, ...], list[int]]:
+    """Where each run of `_KEY` tokens starts in `tokens`, ascending. Cached: one prompt is
+    compared with the live sequence and every saved state."""
+    positions: dict[tuple[int, ...], list[int]] = {}
+    for p in range(len(tokens) - _KEY + 1):
+        positions.setdefault(tokens[p : p + _KEY], []).append(p)
+    return positions
+
+
+def _run(cached: list[int], tokens: list[int], c: int, p: int) -> int:
+    n = 0
+    while c + n < len(cached) and p + n < len(tokens) and cached[c + n] == tokens[p + n]:
+        n += 1
+    return n
+
+
 def plan_reuse(cached: list[int], tokens: list[int], min_chunk: int) -> tuple[int, list[Shift]]:
-    """How much of `tokens` the KV cache can serve: the common prefix, then chunks of at least
-    `min_chunk` tokens found further on in the cache (text dropped from the prompt's middle, as
-    when the completion window's start moves down). llama-server's `--cache-reuse` does the same;
-    the moved cells keep attention computed over the dropped text, which llama.vim accepts too.
+    """How much of `tokens` the KV cache can serve: the common prefix, then, in order, chunks
+    of at least `min_chunk` tokens found further on in the cache. Between them the prompt may
+    have dropped text (the completion window's start moved down) or gained some (a line added
+    below the cursor, a section that changed); what it gained is evaluated in place. This is
+    llama-server's `--cache-reuse`, which llama.vim relies on, extended to insertions: moved
+    cells keep attention computed over the text before them as it was.
     Returns the number of prompt tokens served and the moves that serve them."""
     head_p = head_c = longest_common_prefix(cached, tokens)
-    shifts: list[Shift] = []
-    while head_c < len(cached) and head_p + min_chunk <= len(tokens):
-        n = 0
-        while head_c + n < len(cached) and head_p + n < len(tokens) and cached[head_c + n] == tokens[head_p + n]:
-            n += 1
-        if n >= min_chunk:
-            shifts.append(Shift(head_c, head_p, n))
-            head_p, head_c = head_p + n, head_c + n
-        else:
+    served, shifts = head_p, []
+    starts = _key_positions(tuple(tokens)) if len(tokens) - head_p >= min_chunk else {}
+    while head_c + min_chunk <= len(cached) and head_p + min_chunk <= len(tokens):
+        places = starts.get(tuple(cached[head_c : head_c + _KEY]), [])
+        found = None
+        for p in places[bisect.bisect_left(places, head_p) :][:_CANDIDATES]:
+            n = _run(cached, tokens, head_c, p)
+            if n >= min_chunk and p - head_p <= n * MAX_INSERTED_SHARE:
+                found = Shift(head_c, p, n)
+                break
+        if found is None:
             head_c += 1
-    return head_p, shifts
+            continue
+        shifts.append(found)
+        served += found.length
+        head_p, head_c = found.prompt_start + found.length, found.cache_start + found.length
+    return served, shifts
 
 
 @dataclass(frozen=True)
@@ -308,12 +346,27 @@ class LocalEngine(Engine):
             )
         except ValueError as exc:  # llama.cpp's "Failed to load model from file"
             raise ModelUnavailable(f"{path} is not a loadable GGUF model ({exc}).") from exc
+        self._make_room_for_a_second_sequence(self._llm)
         self.load_seconds = time.perf_counter() - started
         self._stop_token_ids = self._special_token_ids()
         memory = llama_cpp.llama_get_memory(self._llm.ctx)
         self._can_shift = memory is not None and llama_cpp.llama_memory_can_shift(memory)
         self._abort_callback = llama_cpp.ggml_abort_callback(self._abort_requested)
         self._set_status(EngineStatus(EngineState.READY, f"{path.name} loaded in {self.load_seconds:.1f} s"))
+
+    @staticmethod
+    def _make_room_for_a_second_sequence(llm: Llama) -> None:
+        """Give the context a second sequence sharing the same cells (a unified KV cache):
+        text inserted into a cached prompt is read while the cells after it wait there (see
+        `_fill`). llama-cpp-python's constructor has no parameter for it, so the context it
+        made is replaced; the old one's memory is freed at once."""
+        from llama_cpp import _internals
+
+        params = llm.context_params
+        params.n_seq_max, params.kv_unified = 2, True
+        llm._ctx.close()  # type: ignore[no-untyped-call]  # llama-cpp-python leaves it unannotated
+        context = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        llm._ctx = llm._stack.enter_context(contextlib.closing(context))
 
     def _abort_requested(self, _data: object) -> bool:
         """llama.cpp asks this between the operations of a step: stop if the request is gone, or
@@ -376,14 +429,9 @@ class LocalEngine(Engine):
                 f"the context of {self.settings.n_ctx} tokens."
             )
         stats.prompt_tokens = len(tokens)
-        # At least one token is evaluated so that fresh logits exist to sample from.
         self._switch_prompt(llm, tokens, stats)
-        reuse = min(self._reuse_cache(llm, tokens, stats), len(tokens) - 1)
-        stats.reused_tokens = reuse
-        llm.n_tokens = reuse  # Llama.eval drops the KV cache past n_tokens
-
         started, before = time.perf_counter(), stats.evaluated_tokens
-        evaluated = self._evaluate(llm, gen, tokens[reuse:])
+        evaluated = self._reuse_cache(llm, gen, tokens) and self._evaluate(llm, gen, tokens[llm.n_tokens :])
         seconds = time.perf_counter() - started
         stats.prompt_seconds += seconds
         if stats.evaluated_tokens - before >= RATE_SAMPLE_TOKENS:
@@ -391,9 +439,10 @@ class LocalEngine(Engine):
             self._prompt_rate = 0.7 * self._prompt_rate + 0.3 * rate
         return evaluated
 
-    def _evaluate(self, llm: Llama, gen: Generation, tail: list[int]) -> bool:
-        """Evaluate `tail` into the KV cache; False if the request was cancelled first (the
-        steps evaluated by then stay in the cache)."""
+    def _evaluate(self, llm: Llama, gen: Generation, tail: list[int], step: Callable[[list[int]], None] | None = None) -> bool:
+        """Evaluate `tail` into the KV cache at `llm.n_tokens`, a step at a time with `step`
+        (`Llama.eval`, which drops every cell after the tokens it evaluates); False if the
+        request was cancelled first (the steps evaluated by then stay in the cache)."""
         import llama_cpp
 
         chunk = self.settings.prompt_chunk
@@ -406,7 +455,7 @@ class LocalEngine(Engine):
                 if self._gives_way(gen):
                     return False
                 try:
-                    llm.eval(tail[i : i + chunk])
+                    (step or llm.eval)(tail[i : i + chunk])
                 except RuntimeError:  # llama_decode returned 2: aborted, its step's cells dropped
                     if self._gives_way(gen):
                         return False
@@ -419,6 +468,16 @@ class LocalEngine(Engine):
             no_callback = llama_cpp.ggml_abort_callback()  # a NULL function pointer: no callback
             llama_cpp.llama_set_abort_callback(llm.ctx, no_callback, None)
             self._abortable = None
+
+    @staticmethod
+    def _decode_next(llm: Llama, batch: list[int]) -> None:
+        """`Llama.eval` of `batch` without dropping other cells, and without keeping its logits
+        (text inserted into a prompt is never sampled after)."""
+        n_past = llm.n_tokens
+        llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=False)
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[n_past : n_past + len(batch)] = batch
+        llm.n_tokens += len(batch)
 
     def _prompt_in_time(self, llm: Llama, request: GenerationRequest, stats: GenerationStats) -> tuple[list[int], list[int]]:
         """The request's prompt, and what to read of it now: the prompt itself; past its cold
@@ -488,20 +547,60 @@ class LocalEngine(Engine):
             log.warning("a saved prompt state could not be restored")
             self._prompts.discard(saved)
 
-    def _reuse_cache(self, llm: Llama, tokens: list[int], stats: GenerationStats) -> int:
-        cached = list(llm.input_ids[: llm.n_tokens])
+    def _reuse_cache(self, llm: Llama, gen: Generation, tokens: list[int]) -> bool:
+        """Keep what the KV cache holds of `tokens` (moved where the prompt wants it) and read
+        the text inserted between what is kept; `llm.n_tokens` then says where the rest of the
+        prompt starts. At least the last token is left to evaluate, for fresh logits to sample
+        from. False if the request was cancelled first."""
+        cached = llm.input_ids[: llm.n_tokens].tolist()
         if not self._can_shift:
-            return longest_common_prefix(cached, tokens)
-        served, shifts = plan_reuse(cached, tokens, self.settings.min_reuse_chunk)
+            llm.n_tokens = min(longest_common_prefix(cached, tokens), len(tokens) - 1)  # Llama.eval drops the rest
+            gen.stats.reused_tokens = llm.n_tokens
+            return True
+        served, shifts = plan_reuse(cached, tokens[:-1], self.settings.min_reuse_chunk)
+        gen.stats.reused_tokens = served
+        prefix = served - sum(shift.length for shift in shifts)
+        self._move(llm, len(cached), prefix, shifts, gen.stats)
+        llm.n_tokens = prefix
         for shift in shifts:
-            llm._ctx.kv_cache_seq_rm(0, shift.prompt_start, shift.cache_start)
-            llm._ctx.kv_cache_seq_shift(0, shift.cache_start, shift.cache_start + shift.length, shift.prompt_start - shift.cache_start)
+            if not self._fill(llm, gen, tokens[llm.n_tokens : shift.prompt_start]):
+                return False
             llm.input_ids[shift.prompt_start : shift.prompt_start + shift.length] = tokens[
                 shift.prompt_start : shift.prompt_start + shift.length
             ]
+            llm.n_tokens = shift.prompt_start + shift.length
+        return True
+
+    def _move(self, llm: Llama, cached: int, prefix: int, shifts: list[Shift], stats: GenerationStats) -> None:
+        """Drop the cells no shift keeps, then move each kept run to its place in the prompt, in
+        an order where no run lands on cells not yet moved."""
+        kept_end = prefix
+        for shift in shifts:
+            llm._ctx.kv_cache_seq_rm(0, kept_end, shift.cache_start)
+            kept_end = shift.cache_start + shift.length
+        llm._ctx.kv_cache_seq_rm(0, kept_end, -1)
+        down = [shift for shift in shifts if shift.prompt_start < shift.cache_start]
+        up = [shift for shift in reversed(shifts) if shift.prompt_start > shift.cache_start]
+        for shift in down + up:
+            llm._ctx.kv_cache_seq_shift(0, shift.cache_start, shift.cache_start + shift.length, shift.prompt_start - shift.cache_start)
             stats.shifted_tokens += shift.length
             self._shift_pending = True
-        return served
+
+    def _fill(self, llm: Llama, gen: Generation, inserted: list[int]) -> bool:
+        """Evaluate `inserted` at `llm.n_tokens`, before cells already placed after it: llama.cpp
+        takes a sequence's new tokens only right after its last cell, so those cells wait in the
+        second sequence meanwhile. If cancelled, they are dropped (and the prompt read so far,
+        up to `llm.n_tokens`, stays)."""
+        if not inserted:
+            return True
+        start = llm.n_tokens
+        llm._ctx.kv_cache_seq_cp(0, 1, start, -1)
+        llm._ctx.kv_cache_seq_rm(0, start, -1)
+        evaluated = self._evaluate(llm, gen, inserted, step=lambda batch: self._decode_next(llm, batch))
+        if evaluated:
+            llm._ctx.kv_cache_seq_cp(1, 0, llm.n_tokens, -1)
+        llm._ctx.kv_cache_seq_rm(1, -1, -1)
+        return evaluated
 
     def _sample_loop(self, llm: Llama, gen: Generation, request: GenerationRequest) -> None:
         stats = gen.stats
