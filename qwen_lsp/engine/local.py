@@ -125,21 +125,36 @@ def plan_reuse(cached: list[int], tokens: list[int], min_chunk: int) -> tuple[in
     head_p = head_c = longest_common_prefix(cached, tokens)
     served, shifts = head_p, []
     starts = _key_positions(tuple(tokens)) if len(tokens) - head_p >= min_chunk else {}
-    while head_c + min_chunk <= len(cached) and head_p + min_chunk <= len(tokens):
-        places = starts.get(tuple(cached[head_c : head_c + _KEY]), [])
-        found = None
-        for p in places[bisect.bisect_left(places, head_p) :][:_CANDIDATES]:
-            n = _run(cached, tokens, head_c, p)
-            if n >= min_chunk and p - head_p <= n * MAX_INSERTED_SHARE:
-                found = Shift(head_c, p, n)
-                break
+    # Every run of `min_chunk` tokens holds a whole key starting at one of `stride` positions.
+    stride = max(min_chunk - _KEY + 1, 1)
+    at = head_c
+    while starts and at + _KEY <= len(cached) and head_p + min_chunk <= len(tokens):
+        found = _chunk_through(cached, tokens, at, (head_c, head_p), starts, min_chunk)
         if found is None:
-            head_c += 1
+            at += stride
             continue
         shifts.append(found)
         served += found.length
         head_p, head_c = found.prompt_start + found.length, found.cache_start + found.length
+        at = head_c
     return served, shifts
+
+
+def _chunk_through(
+    cached: list[int], tokens: list[int], at: int, heads: tuple[int, int], starts: dict[tuple[int, ...], list[int]], min_chunk: int
+) -> Shift | None:
+    """A run of at least `min_chunk` tokens common to the cache (from `at`, or earlier but not
+    before its head) and the prompt (not before its head), with little inserted before it."""
+    head_c, head_p = heads
+    places = starts.get(tuple(cached[at : at + _KEY]), [])
+    for p in places[bisect.bisect_left(places, head_p) :][:_CANDIDATES]:
+        back = 0
+        while at - back > head_c and p - back > head_p and cached[at - back - 1] == tokens[p - back - 1]:
+            back += 1
+        n = _run(cached, tokens, at - back, p - back)
+        if n >= min_chunk and p - back - head_p <= n * MAX_INSERTED_SHARE:
+            return Shift(at - back, p - back, n)
+    return None
 
 
 @dataclass(frozen=True)
@@ -560,7 +575,7 @@ class LocalEngine(Engine):
         served, shifts = plan_reuse(cached, tokens[:-1], self.settings.min_reuse_chunk)
         gen.stats.reused_tokens = served
         prefix = served - sum(shift.length for shift in shifts)
-        self._move(llm, len(cached), prefix, shifts, gen.stats)
+        self._move(llm, prefix, shifts, gen.stats)
         llm.n_tokens = prefix
         for shift in shifts:
             if not self._fill(llm, gen, tokens[llm.n_tokens : shift.prompt_start]):
@@ -571,7 +586,7 @@ class LocalEngine(Engine):
             llm.n_tokens = shift.prompt_start + shift.length
         return True
 
-    def _move(self, llm: Llama, cached: int, prefix: int, shifts: list[Shift], stats: GenerationStats) -> None:
+    def _move(self, llm: Llama, prefix: int, shifts: list[Shift], stats: GenerationStats) -> None:
         """Drop the cells no shift keeps, then move each kept run to its place in the prompt, in
         an order where no run lands on cells not yet moved."""
         kept_end = prefix
