@@ -9,8 +9,10 @@ import asyncio
 
 from lsprotocol import types as lsp
 
-from qwen_lsp.engine.local import longest_common_prefix
+from qwen_lsp.engine.base import GenerationRequest, StopReason
+from qwen_lsp.engine.local import LocalEngine, LocalSettings, longest_common_prefix
 from qwen_lsp.engine.prompt_cache import PromptCache, SavedPrompt
+from qwen_lsp.engine.tokens import Prompt
 from tests.conftest import open_doc, server_status, settled_status
 
 KB = 1024
@@ -144,3 +146,30 @@ async def test_the_kept_states_stay_within_the_budget_after_many_files(make_clie
         assert cache["budget_mb"] == 4, "the promptCacheMb setting reaches the engine"
         assert cache["mb"] <= 4, cache
     assert cache["entries"] >= 1, cache
+
+
+async def test_a_warm_up_cancelled_while_reading_inserted_text_loses_nothing(model_path):
+    """Reading text inserted before a kept run parks the run's cells, which a cancelled read
+    drops. So the state is saved first: the request that cancelled the warm-up (here, asking
+    again with the prompt read before) is served from it, not read again. (A typing replay lost
+    every state of a small file this way: each keystroke's request cancelled the warm-up of the
+    full window, which kept the small window's tokens after the text the full one adds.)"""
+    engine = LocalEngine(LocalSettings(model_path=str(model_path), min_reuse_chunk=32), lambda progress: model_path)
+    engine.start()
+    body = module("kept", functions=8)
+    small = Prompt.template(body)
+    larger = Prompt.template("# a longer window starts with more of the file\nimport os\nimport sys\n\n" + body)
+    try:
+        async with engine.generate(GenerationRequest(prompt=small, max_tokens=0)) as first:
+            async for _ in first:
+                pass
+        warm_up = engine.generate(GenerationRequest(prompt=larger, max_tokens=0))
+        again = engine.generate(GenerationRequest(prompt=small, max_tokens=1))  # a request waiting: the warm-up gives way
+        for generation in (warm_up, again):
+            async for _ in generation:
+                pass
+    finally:
+        engine.close()
+    print(f"warm-up {warm_up.stats}; request {again.stats}")
+    assert warm_up.stats.stop_reason is StopReason.CANCELLED
+    assert again.stats.evaluated_tokens <= 2, again.stats

@@ -157,6 +157,16 @@ def _chunk_through(
     return None
 
 
+def reads_inserted_text(served: int, shifts: list[Shift]) -> bool:
+    """Whether a plan of `plan_reuse` reads text between the runs it keeps."""
+    end = served - sum(shift.length for shift in shifts)
+    for shift in shifts:
+        if shift.prompt_start > end:
+            return True
+        end = shift.prompt_start + shift.length
+    return False
+
+
 @dataclass(frozen=True)
 class LocalSettings:
     model_path: str | None = None  # --model / QWEN_LSP_MODEL / initializationOptions.model
@@ -520,19 +530,23 @@ class LocalEngine(Engine):
 
     def _served(self, cached: list[int], tokens: list[int]) -> int:
         """How many of `tokens` a KV cache holding `cached` can serve."""
+        return self._plan(cached, tokens)[0]
+
+    def _plan(self, cached: list[int], tokens: list[int]) -> tuple[int, list[Shift]]:
         if not self._can_shift:
-            return longest_common_prefix(cached, tokens)
-        return plan_reuse(cached, tokens, self.settings.min_reuse_chunk)[0]
+            return longest_common_prefix(cached, tokens), []
+        return plan_reuse(cached, tokens, self.settings.min_reuse_chunk)
 
     def _switch_prompt(self, llm: Llama, tokens: list[int], stats: GenerationStats) -> None:
-        """Save the live sequence if this prompt is about to overwrite most of it, and restore
-        a saved one that serves this prompt better."""
+        """Save the live sequence if this prompt is about to overwrite most of it, or to read
+        text inserted before what it keeps (a cancelled read drops what follows, see `_fill`),
+        and restore a saved one that serves this prompt better."""
         live = llm.input_ids[: llm.n_tokens].tolist()
-        live_served = self._served(live, tokens)
+        live_served, shifts = self._plan(live, tokens)
         saved, saved_served = self._prompts.best(tokens, self._served)
         restore = saved is not None and saved_served >= live_served + MIN_SAVED_TOKENS
-        overwritten = restore or live_served * 2 < len(live)
-        if overwritten and len(live) >= MIN_SAVED_TOKENS and not self._shift_pending:
+        at_stake = restore or live_served * 2 < len(live) or reads_inserted_text(live_served, shifts)
+        if at_stake and len(live) >= MIN_SAVED_TOKENS and not self._shift_pending:
             self._save_live(llm, live)
         if restore and saved is not None:
             self._restore(llm, saved)
