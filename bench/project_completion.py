@@ -9,7 +9,7 @@ line that was there.
 
 Three arms, the same tasks, in one run:
 - `project`: the server through an LSP client (`qwen-lsp serve`, the packages' folders as
-  workspace folders, `projectContextTokens` 512): didOpen, inlineCompletion at the cursor, didClose.
+  workspace folders, `projectContextTokens` at its default): didOpen, inlineCompletion at the cursor, didClose.
 - `server`: the same server with `projectContextTokens` 0 (a second process, its own KV cache).
 - `bare`: the bare model on an engine in this process, a 60/20-line FIM window, cut at the first
   newline.
@@ -46,7 +46,7 @@ from qwen_lsp.syntax.project import Project
 
 # Pure-Python packages with many sibling-module imports; pinned so tasks are the same every run.
 PACKAGES = ("rich==13.9.4", "click==8.1.7")
-PROJECT_CONTEXT_TOKENS = 512  # proposed default of the `projectContextTokens` setting
+PROJECT_CONTEXT_TOKENS = Settings().project_context_tokens  # the default of `projectContextTokens`
 OUT = Path(__file__).parent / "results" / "project"
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 

@@ -298,7 +298,7 @@ async def test_method_of_a_class_in_another_file(model_path: Path, tmp_path: Pat
     engine.start()
     answers = []
     try:
-        for tokens in (512, 0):
+        for tokens in (256, 0):
             prompt, ctx = project_prompt(tmp_path, tokens)
             async with engine.generate(GenerationRequest(prompt=prompt, max_tokens=24)) as generation:
                 async for _ in generation:

@@ -33,7 +33,7 @@ RENAMED = "reorder_from_supplier"
 ORDERS_AGAIN = ORDERS.replace("refill(warehouse", "top_up(store").replace("warehouse.", "store.")
 
 
-async def project_client(make_client, model_path: Path, root: Path, tokens: int = 512):
+async def project_client(make_client, model_path: Path, root: Path, tokens: int = 256):
     write(root, {"shop/__init__.py": "", "shop/inventory.py": INVENTORY, "shop/orders.py": ORDERS + "\n"})
     env = server_env(QWEN_LSP_MODEL=str(model_path))
     # No time limit: what is checked is what the model knows, not how fast a shared machine is.
@@ -56,7 +56,7 @@ def replace_text(client, uri: str, version: int, text: str) -> None:
     )
 
 
-@pytest.mark.parametrize("tokens", [512, 0])
+@pytest.mark.parametrize("tokens", [256, 0])
 async def test_method_of_a_class_in_another_file(make_client, model_path, tmp_path, tokens):
     """Only with project context does the model know the method's name (with `tokens` 0 it guesses
     another: the check that this test can fail)."""
@@ -67,7 +67,7 @@ async def test_method_of_a_class_in_another_file(make_client, model_path, tmp_pa
     assert answer.startswith(METHOD + "(") == (tokens > 0), answer
 
 
-@pytest.mark.parametrize("tokens", [512, 0])
+@pytest.mark.parametrize("tokens", [256, 0])
 async def test_a_saved_change_is_seen_by_the_next_completion(make_client, model_path, tmp_path, tokens):
     """The method renamed on disk and `didSave` sent: the next completion (at a fresh place) uses
     the new name. Without the save notification the sections chosen for orders.py would stay
@@ -85,7 +85,7 @@ async def test_a_saved_change_is_seen_by_the_next_completion(make_client, model_
     assert METHOD not in after
 
 
-@pytest.mark.parametrize("tokens", [512, 0])
+@pytest.mark.parametrize("tokens", [256, 0])
 async def test_an_edited_open_buffer_is_seen_by_the_next_completion(make_client, model_path, tmp_path, tokens):
     """inventory.py opened and the method renamed in its buffer (never saved): the next completion
     in orders.py uses the buffer's name, not the one on disk."""

@@ -58,7 +58,7 @@ M.defaults = {
     -- Most tokens of the rest of the workspace a completion reads ahead of the file: signatures of
     -- the names the file imports from other workspace files, then recently seen code of other open
     -- files (0: none). Read once per file, then kept in the model's cache.
-    projectContextTokens = 512,
+    projectContextTokens = 256,
     -- Wait this long after a keystroke before using the model (milliseconds).
     debounceMs = 0,
     -- Language of explanations: a BCP-47 tag (`zh-cn`, `ja`, `de`) or a locale (`zh_CN.UTF-8`).
