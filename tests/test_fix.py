@@ -29,7 +29,7 @@ from tests.conftest import (
 from tests.rawlsp import resolve_fix_with_fake_answer
 
 ONE_PER_KIND = {case.kind: case for case in reversed(BENCH_CASES)}  # the first case of each kind
-# The kinds the fix gets right reliably (some without the model: syntax/repairs.py); "unindented
+# The kinds the fix gets right reliably (some without the model: fix/repairs.py); "unindented
 # body" and a missing `return` statement (the first "missing return" case: the model answers it
 # unchanged) are measured by `python -m bench fix`, not asserted here.
 KINDS = [

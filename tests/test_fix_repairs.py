@@ -1,4 +1,4 @@
-"""Fixes that the error fully determines (syntax/repairs.py): made without the model, verified,
+"""Fixes that the error fully determines (fix/repairs.py): made without the model, verified,
 keeping the document's line ends; and left to the model whenever the error leaves a choice."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from qwen_lsp import fix
 from qwen_lsp.config import Settings
 from qwen_lsp.edits import apply_edits
 from qwen_lsp.engine.base import Engine, Generation, GenerationRequest
-from qwen_lsp.syntax import repairs
+from qwen_lsp.fix import repairs
 from qwen_lsp.syntax.diagnostics import Problem
 from qwen_lsp.syntax.documents import Document
 

@@ -196,7 +196,7 @@ async def test_fix_through_the_remote_server(model_server, start_lsp, tmp_path):
     server = model_server.ensure_running()
     client = await start_lsp(remote_args(server), {"fixMaxTokens": 120}, with_key())
     # A bracket left open: where it closes is the model's call (a missing colon, say, is fixed
-    # without the model; see syntax/repairs.py).
+    # without the model; see fix/repairs.py).
     broken = 'def greet(name):\n    return "Hello, " + name.title(\n\n\nprint(greet("Ada"))\n'
     uri = open_doc(client, str(tmp_path / "greet.py"), broken)
     while not client.diagnostics.get(uri):  # our own syntax diagnostics arrive after didOpen

@@ -1,7 +1,7 @@
 """Fix one diagnostic: the model rewrites the smallest unit (function, class or statement) that
 holds it, and the answer becomes a minimal edit only if it verifiably fixes the problem. An
 error that fully determines its edit (a missing import, a header's ':', a method's `self`, extra
-arguments, a number added to a text, a misspelling with one close name: syntax/repairs.py) is
+arguments, a number added to a text, a misspelling with one close name: fix/repairs.py) is
 fixed without the model, under the same verification.
 
 Verification is by re-parsing: no syntax error may remain in the unit or appear anywhere, a
@@ -25,8 +25,9 @@ from tree_sitter import Node
 from qwen_lsp.config import Settings
 from qwen_lsp.edits import TextEdit, apply_edits, edits_keeping_line_ends, split_lines, to_lf
 from qwen_lsp.engine.base import ChatMessage, Engine, GenerationRequest
+from qwen_lsp.fix import repairs
 from qwen_lsp.prompting import render as prompts
-from qwen_lsp.syntax import names, repairs, symbols
+from qwen_lsp.syntax import names, symbols
 from qwen_lsp.syntax.diagnostics import Problem, parse, problems_in
 from qwen_lsp.syntax.documents import Document
 
@@ -423,7 +424,7 @@ def _without_copied_imports(doc: Document, unit: Unit, code: str) -> str:
 
 
 def repaired(doc: Document, problem: Problem) -> tuple[TextEdit, ...] | None:
-    """The edits the error fully determines (syntax/repairs.py), if they pass verification
+    """The edits the error fully determines (fix/repairs.py), if they pass verification
     within the lines they touch and the unit around the error."""
     found = repairs.repair(doc, problem)
     if not found:
