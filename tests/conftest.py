@@ -155,3 +155,14 @@ async def settled_status(client: LanguageClient, recent: int = 1, attempts: int 
             return status
         await asyncio.sleep(0.1)
     return status
+
+
+async def records_after(client: LanguageClient, seen: int, attempts: int = 50) -> list[dict[str, object]]:
+    """The engine's records after the first `seen`, once one of them generated (the answer can
+    reach the client before its generation's stats are filed)."""
+    for _ in range(attempts):
+        later: list[dict[str, object]] = (await server_status(client))["recent"][seen:]  # type: ignore[index]
+        if any(record["generated_tokens"] for record in later):
+            break
+        await asyncio.sleep(0.1)
+    return later

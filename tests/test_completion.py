@@ -18,7 +18,7 @@ from qwen_lsp.completion.layout import Context, Mode
 from qwen_lsp.config import Settings
 from qwen_lsp.engine.base import GenerationRequest, StopReason
 from qwen_lsp.syntax.documents import Document
-from tests.conftest import NO_TIME_LIMITS, open_doc, position_of, server_env, server_status, settled_status
+from tests.conftest import NO_TIME_LIMITS, open_doc, position_of, records_after, server_env, server_status, settled_status
 from tests.fake_engine import FakeEngine
 from tests.helpers import inline_completion
 
@@ -50,17 +50,6 @@ def type_text(client, uri: str, version: int, at: lsp.Position, text: str) -> No
             content_changes=[lsp.TextDocumentContentChangePartial(range=lsp.Range(at, at), text=text)],
         )
     )
-
-
-async def generations_since(client, seen: int, attempts: int = 50) -> list[dict[str, object]]:
-    """The engine's records after the first `seen`, once one of them generated text (an answer
-    reaches the client before its stats are filed)."""
-    for _ in range(attempts):
-        after = (await server_status(client))["recent"][seen:]
-        if any(r["generated_tokens"] for r in after):
-            break
-        await asyncio.sleep(0.1)
-    return after
 
 
 async def recent_count(client, expected: int = 1, attempts: int = 50) -> int:
@@ -189,10 +178,10 @@ async def test_a_line_added_below_the_cursor_costs_only_its_own_tokens(client, t
     text = head + rest + "\n    return subtotal * (1 + tax_rate)\n"
     uri = open_doc(client, str(tmp_path / "prices.py"), text)
     first = await inline_completion(client, uri, end_of(head))
-    seen = len(await generations_since(client, 0))
+    seen = len(await records_after(client, 0))
     type_text(client, uri, 2, lsp.Position(end_of(head).line + 1, 0), "    assert items, 'nothing to price'\n")
     again = await inline_completion(client, uri, end_of(head))
-    after = await generations_since(client, seen)
+    after = await records_after(client, seen)
     print(
         f"first {first.items[0].insert_text if first.items else None!r}, again {again.items[0].insert_text if again.items else None!r}; {after}"
     )

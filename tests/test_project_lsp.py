@@ -11,7 +11,6 @@ that only the imported modules are ever parsed).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import time
@@ -22,7 +21,7 @@ from lsprotocol import types as lsp
 
 from qwen_lsp.completion.project_context import ProjectContext
 from qwen_lsp.engine.tokens import Prompt
-from tests.conftest import NO_TIME_LIMITS, open_doc, server_env, server_status, settled_status
+from tests.conftest import NO_TIME_LIMITS, open_doc, records_after, server_env, server_status, settled_status
 from tests.helpers import inline_completion
 from tests.test_completion import end_of, type_text
 from tests.test_project import INVENTORY, ORDERS, write
@@ -205,17 +204,6 @@ async def test_a_cold_place_falls_back_to_a_prompt_it_can_read_in_time(make_clie
 def position_of_offset(text: str, offset: int) -> lsp.Position:
     before = text[:offset]
     return lsp.Position(before.count("\n"), len(before) - (before.rfind("\n") + 1))
-
-
-async def records_after(client, seen: int, attempts: int = 50) -> list[dict]:
-    """The engine's records after the first `seen`, once one of them generated (the answer can
-    reach the client before its generation's stats are filed)."""
-    for _ in range(attempts):
-        later = (await server_status(client))["recent"][seen:]
-        if any(record["generated_tokens"] for record in later):
-            break
-        await asyncio.sleep(0.1)
-    return later
 
 
 # -- ProjectContext's bookkeeping (no model) ---------------------------------------------------------
